@@ -1,0 +1,3 @@
+from dcmpipe.cli import main
+
+main()

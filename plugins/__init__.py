@@ -1,0 +1,1 @@
+"""The built-in tools of dcmpipe, each a plugin module registered from dcmpipe.plugins.BUILTINS."""
