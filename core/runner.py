@@ -69,7 +69,7 @@ class Summary:
         return f"{'dry run: ' if dry_run else ''}{', '.join(parts)} in {self.seconds:.1f} s{rate}{tail}"
 
     def count(self, item: Item) -> None:
-        handled = bool(item.outputs or item.extra.get("planned"))
+        handled = bool(item.outputs or item.extra.get("planned") or item.extra.get("handled"))
         if item.status == "failed":
             self.failed += 1
             if len(self.failures) < 1000:
@@ -107,6 +107,8 @@ def apply_step(spec: StepSpec, step, item: Item, context: Context, debug: bool =
         return item
     if not item.ok and not (item.status == "bad" and spec.cls.accepts_bad):
         return item
+    if item.status == "bad":
+        item.extra["handled"] = True  # a step that knows what to do with non-DICOM files saw it
     try:
         verb = spec.verb
         if verb == "transform":
@@ -397,14 +399,14 @@ def _report(item: Item, summary: Summary, context: Context, hook, out) -> None:
         if "traceback" in item.extra:
             log.error("%s", item.extra["traceback"].rstrip())
         hook.dcmpipe_item_failed(item=item, step=None, error=item.reason)
-    elif item.status == "bad" and not (item.outputs or item.extra.get("planned")):
+    elif item.status == "bad" and not item.extra.get("handled"):
         log.error("%s: %s", item, item.reason)
     elif item.status == "skipped":
         log.info("%s: skipped: %s", item, item.reason)
     if context.dry_run:
         for line in item.extra.get("plan", ()):
             print(line, file=out)
-        if item.status in ("skipped", "failed") or (item.status == "bad" and not item.extra.get("planned")):
+        if item.status != "ok" and not item.extra.get("plan"):
             print(f"{item.status}: {item} ({item.reason})", file=out)
     else:
         for line in item.extra.get("log", ()):

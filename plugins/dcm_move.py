@@ -434,7 +434,7 @@ class DicomExport(Exporter):
     def _target(self, item, destination):
         if item.status == "bad":
             if self.options.bad_dir is None:
-                raise Skip(f"not DICOM ({item.reason}), left in place")
+                return None  # left in place
             return self.options.bad_dir / item.extra.get("relpath", item.source.name)
         if destination is None:
             raise ValueError("no destination: the recipe needs a route step")
@@ -444,8 +444,8 @@ class DicomExport(Exporter):
 
     def describe(self, item, destination):
         target = self._target(item, destination)
-        if item.source is not None and item.source == target:
-            return f"keep {item.source}"
+        if target is None or (item.source is not None and item.source == target):
+            return f"keep {item.source}" + (f" (not DICOM: {item.reason})" if item.status == "bad" else "")
         verb = "bad " if item.status == "bad" else ""
         return f"{verb}{self.options.mode} {item.source} -> {target}"
 
@@ -453,6 +453,9 @@ class DicomExport(Exporter):
         from dcmpipe.safefile import remove_stale_parts, transfer
 
         target = self._target(item, destination)
+        if target is None:
+            item.extra.setdefault("log", []).append(f"{item.source}: not DICOM ({item.reason}), left in place")
+            return []
         if target.parent not in self.folders_seen:
             self.folders_seen.add(target.parent)
             remove_stale_parts(target.parent)

@@ -1,0 +1,169 @@
+"""The plugin host: loading, conflicts, broken plugins, hooks, packaging and start-up cost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import dcmpipe
+from dcmpipe import registry
+from conftest import REPO, run_cli
+
+LOCAL_RULE = """
+from dataclasses import dataclass
+from dcmpipe import Router, hookimpl, option
+
+@dataclass(frozen=True)
+class Opts:
+    folder: str = option("x", help="a folder")
+
+class ByLab(Router):
+    "Route by lab rule."
+    id = "{id}"
+    Options = Opts
+    def route(self, item):
+        return None
+
+@hookimpl
+def dcmpipe_routers():
+    return [ByLab]
+"""
+
+
+def _env(folder):
+    return {"DCMPIPE_PLUGINS_DIR": str(folder), "DCMPIPE_DISABLE_PLUGINS": ""}
+
+
+def test_local_rule_files_are_loaded_and_listed(tmp_path):
+    (tmp_path / "lab_rules.py").write_text(LOCAL_RULE.format(id="by-lab"))
+    result = run_cli("plugins", env=_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "lab_rules  (local -, " in result.stdout
+    assert "route = 'by-lab': Route by lab rule." in result.stdout
+    assert "folder (str, default 'x'): a folder" in result.stdout
+
+
+def test_broken_plugin_is_reported_in_one_line_and_others_work(tmp_path, export):
+    (tmp_path / "broken.py").write_text("import no_such_module_here\n")
+    (tmp_path / "good.py").write_text(LOCAL_RULE.format(id="by-lab"))
+    result = run_cli("plugins", "--brief", env=_env(tmp_path))
+    assert result.returncode == 0
+    lines = [line for line in result.stderr.splitlines() if "broken.py" in line]
+    assert len(lines) == 1 and "ModuleNotFoundError" in lines[0]
+    assert "good" in result.stdout and "dcm_move" in result.stdout
+    moved = run_cli("move", "-a", "-R", "--wait", "0", "-s", export, tmp_path / "out", env=_env(tmp_path))
+    assert moved.returncode == 0 and (tmp_path / "out/1001/0301/001").is_file()
+
+
+def test_two_plugins_claiming_one_step_are_both_named(tmp_path):
+    (tmp_path / "first.py").write_text(LOCAL_RULE.format(id="fixed"))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[step]]\nread = "files"\npath = "."\n[[step]]\nroute = "fixed"\ndest = "x"\n')
+    result = run_cli("check", recipe, env=_env(tmp_path))
+    assert result.returncode == 2
+    assert "route step 'fixed' is offered by more than one plugin: dcm_move (dcmpipe" in result.stderr
+    assert "first (local -)" in result.stderr
+    listing = run_cli("plugins", "--brief", env=_env(tmp_path))
+    assert "conflict: route step 'fixed' offered by dcm_move, first" in listing.stdout
+
+
+def test_throwaway_plugin_registered_in_process():
+    from dcmpipe import Transform, hookimpl
+
+    class Upper(Transform):
+        id = "throwaway-upper"
+
+    class Plugin:
+        @hookimpl
+        def dcmpipe_transforms(self):
+            return [Upper]
+
+    registry.reset()
+    pm = registry.get_manager()
+    pm.register(Plugin(), name="throwaway")
+    try:
+        reg = registry.get_registry()
+        assert reg.lookup("transform", "throwaway-upper").cls is Upper
+    finally:
+        pm.unregister(name="throwaway")
+        registry.reset()
+    assert "throwaway-upper" not in registry.get_registry().steps["transform"]
+
+
+def test_every_hook_is_documented_in_the_contract():
+    from dcmpipe import hookspecs
+
+    names = [n for n in dir(hookspecs) if n.startswith("dcmpipe_")]
+    assert len(names) == 11
+    for name in names:
+        doc = getattr(hookspecs, name).__doc__ or ""
+        assert len(doc.strip()) > 30, name
+    guide = (REPO / "docs" / "writing-a-plugin.md").read_text() + (REPO / "docs" / "architecture.md").read_text()
+    for name in names:
+        assert name in guide, f"{name} is not in docs/"
+
+
+def test_help_is_quick_and_imports_no_heavy_library():
+    code = ("import sys\nfrom dcmpipe.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('pydicom', 'numpy', 'pynetdicom') if m in sys.modules]\n"
+            "print('HEAVY', heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+    assert "move" in result.stdout and "Commands:" in result.stdout
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and dcmpipe.__version__ in result.stdout
+
+
+def test_package_list_in_pyproject_is_complete():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for package, folder in config["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder)
+            found.add(".".join([package, *rel.parts]))
+    assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
+
+
+@pytest.mark.slow
+def test_wheel_holds_only_the_dcmpipe_package(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {result.stderr.strip().splitlines()[-1:]}")
+    wheel = next(tmp_path.glob("dcmpipe-*.whl"))
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"dcmpipe", next(t for t in tops if t.endswith(".dist-info"))}
+    names = zipfile.ZipFile(wheel).namelist()
+    for module in ("dcmpipe/cli.py", "dcmpipe/hookspecs/__init__.py", "dcmpipe/plugins/dcm_move.py"):
+        assert module in names
+
+
+def test_internal_errors_print_one_line_without_debug(tmp_path):
+    (tmp_path / "explode.py").write_text(textwrap.dedent("""
+        from dcmpipe import hookimpl
+        import click
+
+        @click.command("explode")
+        def explode():
+            raise RuntimeError("boom")
+
+        @hookimpl
+        def dcmpipe_register_commands(cli):
+            cli.add_command(explode)
+        """))
+    result = run_cli("explode", env=_env(tmp_path))
+    assert result.returncode == 70 and "Traceback" not in result.stderr
+    assert "internal error: RuntimeError: boom (run with --debug for the traceback)" in result.stderr
+    result = run_cli("--debug", "explode", env=_env(tmp_path))
+    assert "Traceback" in result.stderr
