@@ -395,11 +395,16 @@ class Flat(Hierarchical):
     flat = True
 
 
+@dataclass(frozen=True)
+class UnmoveOptions:
+    extension: str = option("", help="file name extension, for example '.dcm' (-d)")
+
+
 class Unmove(Namer):
     """SOPInstanceUID[.ext]: undo a sort, all files in one folder."""
 
     id = "unmove"
-    Options = NameOptions
+    Options = UnmoveOptions
     tags = ("SOPInstanceUID", "SOPClassUID")
 
     def name(self, item):
@@ -553,8 +558,10 @@ def move_recipe(destdir, source, recurse, modality, all_studies, copy, rename, f
             steps.append({"route": "patient-history"})
         steps.append({"route": "fixed", "dest": str(dest)})
     namer = "unmove" if unmove else ("flat" if flat else "hierarchical")
-    steps.append({"name": namer, "series_description": series_desc, "extension": ".dcm" if dcm_ext else "",
-                  "breakdown": not no_breakdown})
+    name = {"name": namer, "extension": ".dcm" if dcm_ext else ""}
+    if not unmove:
+        name.update(series_description=series_desc, breakdown=not no_breakdown)
+    steps.append(name)
     export = {"export": "dicom", "mode": "copy" if copy else "move", "info": not (no_info or unmove)}
     if not keep_bad and not rename:
         export["bad_dir"] = str(dest / "bad")

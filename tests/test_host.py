@@ -167,3 +167,17 @@ def test_internal_errors_print_one_line_without_debug(tmp_path):
     assert "internal error: RuntimeError: boom (run with --debug for the traceback)" in result.stderr
     result = run_cli("--debug", "explode", env=_env(tmp_path))
     assert "Traceback" in result.stderr
+
+
+def test_every_builtin_step_and_option_is_documented():
+    from dcmpipe.recipe import option_fields
+
+    reg = registry.get_registry()
+    for verb, steps in reg.steps.items():
+        for step_id, info in steps.items():
+            page = REPO / "docs" / "plugins" / f"{info.plugin.name}.md"
+            assert page.is_file(), f"no docs page for plugin {info.plugin.name}"
+            text = page.read_text()
+            assert f"{verb} `{step_id}`" in text, f"{verb} {step_id} missing from {page.name}"
+            for key, *_ in option_fields(info.cls.Options):
+                assert f"`{key}`" in text, f"option {key} of {step_id} missing from {page.name}"
