@@ -84,9 +84,9 @@ def generate(folder: Path, studies: list[StudyPlan], names: str = "IM_{n:05d}", 
     random.Random(seed).shuffle(jobs)
     paths = []
     for n, (study, study_uid, series, series_uid, instance, slice_index, dyn, echo, phase) in enumerate(jobs, 1):
-        if series.template not in templates:
-            templates[series.template] = dcmread(get_testdata_file(series.template))
-        ds = templates[series.template]
+        if id(series) not in templates:  # a fresh data set per series: no value leaks into the next
+            templates[id(series)] = dcmread(get_testdata_file(series.template))
+        ds = templates[id(series)]
         sop_uid = _uid("sop", seed, series_uid, instance)
         ds.SOPInstanceUID = sop_uid
         ds.file_meta.MediaStorageSOPInstanceUID = sop_uid

@@ -85,6 +85,7 @@ class _Manager(pluggy.PluginManager):
         from dcmpipe import hookspecs
 
         self.add_hookspecs(hookspecs)
+        self.spec_names = {name for name in dir(hookspecs) if name.startswith("dcmpipe_")}
         self.info: dict[str, PluginInfo] = {}
         self.problems: list[str] = []
 
@@ -95,6 +96,10 @@ class _Manager(pluggy.PluginManager):
             self.problems.append(f"plugin {info.name!r} ({info.origin}) not loaded: {exc}")
             return
         self.info[info.name] = info
+        unknown = [name for name in dir(module) if name.startswith("dcmpipe_")
+                   and callable(getattr(module, name)) and name not in self.spec_names]
+        if unknown:
+            self.problems.append(f"plugin {info.name!r}: {', '.join(unknown)} matches no dcmpipe hook (misspelled?)")
 
 
 def _load_builtins(pm: _Manager) -> None:

@@ -96,6 +96,7 @@ def _fail(item: Item, spec: StepSpec, exc: BaseException, debug: bool) -> None:
     else:
         item.reason = f"{type(exc).__name__}: {exc}"
     item.reason = f"{spec.verb} {spec.id!r}: {item.reason}"
+    item.extra["failed_step"] = f"{spec.verb} {spec.id!r}"
     if debug:
         item.extra["traceback"] = traceback.format_exc()
 
@@ -398,7 +399,7 @@ def _report(item: Item, summary: Summary, context: Context, hook, out) -> None:
         log.error("%s: %s", item, item.reason)
         if "traceback" in item.extra:
             log.error("%s", item.extra["traceback"].rstrip())
-        hook.dcmpipe_item_failed(item=item, step=None, error=item.reason)
+        hook.dcmpipe_item_failed(item=item, step=item.extra.get("failed_step"), error=item.reason)
     elif item.status == "bad" and not item.extra.get("handled"):
         log.error("%s: %s", item, item.reason)
     elif item.status == "skipped":

@@ -22,7 +22,6 @@ from .errors import DcmpipeError
 
 PART_SUFFIX = ".dcmpipe-part"
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES}
-_made_dirs: set[str] = set()
 
 
 class TargetExistsError(DcmpipeError):
@@ -47,10 +46,7 @@ def same_content(a: Path, b: Path, block: int = 1 << 20) -> bool:
 
 
 def makedirs(folder: Path) -> None:
-    key = str(folder)
-    if key not in _made_dirs:
-        os.makedirs(folder, exist_ok=True)
-        _made_dirs.add(key)
+    os.makedirs(folder, exist_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -26,8 +26,8 @@ export     ``Exporter``          ``export(item, destination)`` -> paths
 send       ``Sender``            ``send(item)`` -> status text
 =========  ====================  ===========================================
 
-Beside the six verbs the host offers a hook to add CLI subcommands, a
-``firstresult`` sniff hook, and notifications about a run.
+Beside the six verbs the host offers a hook to add CLI subcommands and
+notifications about a run.
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # annotation types only: importing this module stays cheap
-    from pathlib import Path
-
     import click
 
     from dcmpipe.runner import Summary
@@ -50,7 +48,6 @@ if TYPE_CHECKING:  # annotation types only: importing this module stays cheap
         Reader,
         Router,
         Sender,
-        Step,
         Transform,
     )
 
@@ -66,9 +63,11 @@ def dcmpipe_readers() -> list[type[Reader]]:
 
     A reader turns a source (a folder, a network port, a PAR/REC file) into
     a stream of :class:`~dcmpipe.steps.Item`.  Its ``read()`` method is a
-    generator; it runs in the main process.  A reader whose source never ends
-    (a network receiver) calls ``self.context.group_complete(key)`` when it
-    knows a study or series is complete, so that group steps can run.
+    generator; it runs in the main process and may set ``self.context.total``
+    (the number of items expected) for the progress display.  A reader whose
+    source never ends (a network receiver) yields
+    ``GroupComplete(level, key)`` when it knows a study or series is complete,
+    so that group steps can run on it.
     """
 
 
@@ -141,23 +140,17 @@ def dcmpipe_register_commands(cli: click.Group) -> None:
     """
 
 
-@hookspec(firstresult=True)
-def dcmpipe_sniff(path: Path, head: bytes) -> str | None:
-    """Say which reader understands a file, from its first bytes.
-
-    ``head`` holds up to the first 512 bytes of ``path``.  Return the reader
-    id (for example ``"parrec"``) or ``None``; the first non-None answer wins.
-    """
-
-
 @hookspec
 def dcmpipe_run_started(recipe: dict, context: Context) -> None:
     """A run is about to read its first item; ``recipe`` is validated."""
 
 
 @hookspec
-def dcmpipe_item_failed(item: Item, step: Step | None, error: str) -> None:
-    """An item failed in ``step`` (None: while reading its header)."""
+def dcmpipe_item_failed(item: Item, step: str | None, error: str) -> None:
+    """An item failed; ``step`` names the step (``"export 'dicom'"``), None if no step did.
+
+    ``error`` is the one-line reason also printed to the user.
+    """
 
 
 @hookspec

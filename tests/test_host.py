@@ -61,6 +61,12 @@ def test_broken_plugin_is_reported_in_one_line_and_others_work(tmp_path, export)
     assert moved.returncode == 0 and (tmp_path / "out/1001/0301/001").is_file()
 
 
+def test_misspelled_hook_is_reported(tmp_path):
+    (tmp_path / "typo.py").write_text(LOCAL_RULE.format(id="by-lab").replace("def dcmpipe_routers", "def dcmpipe_router"))
+    result = run_cli("plugins", "--brief", env=_env(tmp_path))
+    assert "plugin 'typo': dcmpipe_router matches no dcmpipe hook (misspelled?)" in result.stderr
+
+
 def test_two_plugins_claiming_one_step_are_both_named(tmp_path):
     (tmp_path / "first.py").write_text(LOCAL_RULE.format(id="fixed"))
     recipe = tmp_path / "r.toml"
@@ -84,15 +90,10 @@ def test_throwaway_plugin_registered_in_process():
         def dcmpipe_transforms(self):
             return [Upper]
 
-    registry.reset()
-    pm = registry.get_manager()
-    pm.register(Plugin(), name="throwaway")
-    try:
-        reg = registry.get_registry()
+    from dcmpipe.testing import registered
+
+    with registered(Plugin()) as reg:
         assert reg.lookup("transform", "throwaway-upper").cls is Upper
-    finally:
-        pm.unregister(name="throwaway")
-        registry.reset()
     assert "throwaway-upper" not in registry.get_registry().steps["transform"]
 
 
@@ -100,7 +101,7 @@ def test_every_hook_is_documented_in_the_contract():
     from dcmpipe import hookspecs
 
     names = [n for n in dir(hookspecs) if n.startswith("dcmpipe_")]
-    assert len(names) == 11
+    assert len(names) == 10
     for name in names:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.strip()) > 30, name
