@@ -320,6 +320,10 @@ def run_recipe(
         indexes = tuple(s.index for s in body)
         if not parallel:
             for thing in stream:
+                if context.stopping and isinstance(thing, Item) and thing.ok:
+                    thing.status, thing.reason = "skipped", "run interrupted"
+                    yield thing
+                    continue
                 yield from _process(load, indexes, [thing], local, specs, context, tags, debug)
             return
         slots = threading.BoundedSemaphore(jobs * 4)
@@ -327,7 +331,13 @@ def run_recipe(
         def tasks():
             for chunk in chunked(stream, CHUNK):
                 slots.acquire()
-                yield (load, indexes, chunk)
+                if context.stopping:
+                    for thing in chunk:
+                        if isinstance(thing, Item) and thing.ok:
+                            thing.status, thing.reason = "skipped", "run interrupted"
+                    yield (False, (), chunk)
+                else:
+                    yield (load, indexes, chunk)
 
         for result in pool.imap(_worker_run, tasks()):
             slots.release()

@@ -79,12 +79,13 @@ def _link_noreplace(src: Path, dst: Path) -> None:
 
 def _existing(src: Path, dst: Path, move: bool) -> str:
     """Handle a target that exists: identical counts as done, different raises."""
+    if os.path.abspath(src) == os.path.abspath(dst):
+        return "present"
     try:
-        if os.path.samefile(src, dst):
-            return "present"
+        linked = os.path.samefile(src, dst)  # a move killed between link and unlink
     except FileNotFoundError:
-        pass
-    if not os.path.isfile(dst) or not same_content(src, dst):
+        linked = False
+    if not linked and (not os.path.isfile(dst) or not same_content(src, dst)):
         raise TargetExistsError(dst)
     if move:
         os.unlink(src)

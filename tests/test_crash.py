@@ -92,3 +92,24 @@ def test_killed_run_then_rerun_equals_an_uninterrupted_run(big_export, tmp_path,
         assert _count(src) == 0
     else:
         assert _snapshot(src) == _snapshot(big_export)
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(big_export, tmp_path):
+    total = len(list(big_export.iterdir()))
+    src, dest = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(big_export, src)
+    cmd = [a for a in _move(src, dest, "-c") if a != "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and _count(dest) < total // 5 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    done = _count(dest)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert 0 < done < total
+    assert not [p for p in files_under(dest) if p.name.endswith(".dcmpipe-part")]
+    result = subprocess.run(_move(src, dest, "-c"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert len([p for p in files_under(dest) if p.name != "info"]) == total
