@@ -1,26 +1,22 @@
-"""Fast DICOM header reading: the values of a few top-level tags, as plain Python.
+"""Fast DICOM header reading: a few top-level tags of a file, as plain Python.
 
 Sorting thousands of files costs little more than reading their headers, so
 :func:`read_header` has two paths that give identical results:
 
-* The **lean path** reads the common case with ``struct`` alone: a 128-byte
-  preamble + ``DICM``, an explicit VR little endian File Meta group, and a data
-  set in Explicit VR Little Endian or an encapsulated syntax (JPEG, JPEG 2000,
-  RLE, ...; explicit VR little endian as well). It reads 8 KiB blocks, skips
-  the values it does not want (undefined-length sequences by walking their
-  items) and stops after the last wanted tag or at Pixel Data, since the tags
-  of a data set are sorted.
-* The **pydicom path** (:func:`_read_with_pydicom`) reads everything else:
-  implicit VR, big endian, deflate, raw data sets without File Meta, text in
-  character sets other than the default, latin-1 (ISO_IR 100) and UTF-8
-  (ISO_IR 192), numbers that do not parse cleanly, ``UN`` or unknown VRs,
-  wanted sequences, and damaged or truncated files.
+* The **lean path** reads the common case with ``struct`` alone: preamble +
+  ``DICM``, explicit VR little endian File Meta, and a data set in Explicit VR
+  Little Endian or an encapsulated syntax (JPEG, JPEG 2000, RLE, ...). It reads
+  8 KiB blocks, skips unwanted values (undefined-length sequences by walking
+  their items) and stops after the last wanted tag (a data set is sorted) or at
+  Pixel Data. Whatever it is not sure of goes to pydicom; it never guesses.
+* The **pydicom path** (:func:`_read_with_pydicom`, pydicom imported only then)
+  reads the rest: implicit VR, big endian, deflate, raw data sets without File
+  Meta, text in character sets other than the default, ISO_IR 100 and 192,
+  odd numbers, ``UN`` or unknown VRs, wanted sequences, damaged files.
 
-The lean path never guesses: whatever falls outside its common case goes to
-pydicom, which is imported only then. Values are plain Python in both paths:
-``str`` (text, padding stripped as pydicom strips it), ``int`` (IS and binary
-integers), ``float`` (DS, FL, FD), ``bytes`` (OB, OW, ...), a ``tuple`` when
-multi-valued, ``None`` when empty; a wanted sequence is pydicom's ``Sequence``.
+Values: ``str`` (text, padding stripped as pydicom strips it), ``int`` (IS and
+binary integers), ``float`` (DS, FL, FD), ``bytes`` (OB, OW, ...), a ``tuple``
+when multi-valued, ``None`` when empty; a wanted sequence is pydicom's own.
 """
 
 from __future__ import annotations
@@ -39,13 +35,13 @@ _UNDEFINED = 0xFFFFFFFF
 _CHARSET, _SOP_CLASS, _SYNTAX, _MEDIA_SOP_CLASS = 0x00080005, 0x00080016, 0x00020010, 0x00020002
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # where pydicom stops
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-# header size by VR: 12 bytes for the VRs with a 32-bit length
-_HEADER_SIZE = dict.fromkeys(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split(), 8)
-_HEADER_SIZE.update(dict.fromkeys(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split(), 12))
+_SHORT_VRS = b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split()
+_LONG_VRS = b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split()  # with a 32-bit length
+_HEADER_SIZE = {**dict.fromkeys(_SHORT_VRS, 8), **dict.fromkeys(_LONG_VRS, 12)}
 _SKIPPABLE = frozenset(b"SQ UN OB OW".split())  # undefined length: items follow
-_NUMBERS = {vr: (fmt, struct.calcsize("<" + fmt)) for vr, fmt in (
-    (b"US", "H"), (b"SS", "h"), (b"UL", "L"), (b"SL", "l"),
-    (b"UV", "Q"), (b"SV", "q"), (b"FL", "f"), (b"FD", "d"))}
+_NUMBERS = {vr: (fmt, struct.calcsize("<" + fmt), struct.Struct("<" + fmt).unpack)
+            for vr, fmt in ((b"US", "H"), (b"SS", "h"), (b"UL", "L"), (b"SL", "l"),
+                            (b"UV", "Q"), (b"SV", "q"), (b"FL", "f"), (b"FD", "d"))}
 _PLAIN_TEXT = frozenset(b"AS CS DA DT TM UI".split())  # default character set, split
 _CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 _LEAN_SYNTAXES = frozenset({
@@ -86,7 +82,7 @@ def read_header(path, tags: frozenset[int] | None = None) -> Header:
     before Pixel Data). Raises :class:`NotDicomError` if the file is not DICOM,
     is damaged before Pixel Data, or cannot be read."""
     want = None if tags is None else frozenset(tags)
-    with _open(path) as f:
+    with _open(path, buffering=0) as f:  # unbuffered: we read big blocks anyway
         try:
             head = f.read(_BLOCK)
             if head[128:132] == b"DICM":
@@ -142,7 +138,7 @@ def _read_lean(f, head: bytes, want: frozenset | None) -> Header:
     size = os.fstat(f.fileno()).st_size
     window = _Window(f, head)
     pos, meta = _walk(window, 132, size, None, 0x0002FFFF, -1)
-    syntax = _convert(b"UI", meta.get(_SYNTAX, (b"UI", b""))[1], None)
+    syntax = _uid(meta, _SYNTAX)
     if syntax not in _LEAN_SYNTAXES and not (
             isinstance(syntax, str) and syntax.startswith("1.2.840.10008.1.2.4.")):
         raise _Fallback  # missing, implicit VR, big endian, deflate or unknown
@@ -152,8 +148,12 @@ def _read_lean(f, head: bytes, want: frozenset | None) -> Header:
     codec = _CODECS.get(charset)  # None: another character set, ASCII text only
     values = {tag: _convert(vr, raw, codec) for tag, (vr, raw) in found.items()
               if want is None or tag in want}
-    sop = meta.get(_MEDIA_SOP_CLASS) or found.get(_SOP_CLASS) or (b"UI", b"")
-    return Header(values, syntax, _convert(b"UI", sop[1], None), fast=True)
+    sop = _uid(meta, _MEDIA_SOP_CLASS) or _uid(found, _SOP_CLASS)
+    return Header(values, syntax, sop, fast=True)
+
+
+def _uid(elements: dict, tag: int):
+    return _convert(b"UI", elements.get(tag, (b"UI", b""))[1], None)
 
 
 def _walk(window: _Window, pos: int, size: int, scan, last: int, prev: int) -> tuple:
@@ -189,14 +189,14 @@ def _walk(window: _Window, pos: int, size: int, scan, last: int, prev: int) -> t
         prev = tag
         if header == 12:
             length = ul(buf, off + 8)[0]
+            if length == 0xFFFFFFFF:  # undefined length
+                if scan is None or tag in scan or vr not in _SKIPPABLE:
+                    raise _Fallback
+                pos = _skip_sequence(window, pos + 12, vr == b"UN")
+                buf, base = window.buf, window.base
+                end = base + len(buf)
+                continue
         pos += header
-        if length == 0xFFFFFFFF:  # undefined length
-            if scan is None or tag in scan or vr not in _SKIPPABLE:
-                raise _Fallback
-            pos = _skip_sequence(window, pos, vr == b"UN")
-            buf, base = window.buf, window.base
-            end = base + len(buf)
-            continue
         if scan is None or tag in scan:
             if vr == b"SQ" or vr == b"UN":
                 raise _Fallback  # pydicom builds sequences and re-types UN
@@ -248,20 +248,34 @@ def _convert(vr: bytes, raw: bytes, codec: str | None):
     """A raw value as plain Python, split and stripped the way pydicom 3 does."""
     if not raw:
         return None
-    if vr in _PLAIN_TEXT:
-        parts = raw.decode("latin-1").rstrip(" \0").split("\\")
-    elif vr in _NUMBERS:
-        fmt, width = _NUMBERS[vr]
+    if vr in _PLAIN_TEXT:  # the most common: a shortcut
+        text = raw.decode("latin-1").rstrip(" \0")
+        return tuple(text.split("\\")) if "\\" in text else text or None
+    if vr in _NUMBERS:
+        fmt, width, unpack_one = _NUMBERS[vr]
+        if len(raw) == width:
+            return unpack_one(raw)[0]
         count, rest = divmod(len(raw), width)
         if rest:
             raise _Fallback
         parts = struct.unpack(f"<{count}{fmt}", raw)
-    elif vr == b"DS":
-        parts = [_number(p, float) for p in raw.decode("latin-1").strip().rstrip(" \0").split("\\")]
-    elif vr == b"IS":
-        parts = [_number(p, int) for p in raw.decode("latin-1").rstrip(" \0").split("\\")]
+    elif vr == b"DS" or vr == b"IS":
+        text = raw.decode("latin-1")
+        text, kind = (text.strip(), float) if vr == b"DS" else (text, int)
+        text = text.rstrip(" \0")
+        if text.strip(" +-.0123456789eE\\"):  # int() and float() take much more
+            raise _Fallback  # pydicom decides what an odd number becomes
+        try:
+            if "\\" not in text:
+                return kind(text) if text else None
+            parts = [kind(p) if p else None for p in text.split("\\")]
+        except ValueError:
+            raise _Fallback from None
     elif vr in (b"SH", b"LO", b"UC"):
-        parts = [p.rstrip("\0 ") for p in _decode(raw, codec).split("\\")]
+        text = _decode(raw, codec)
+        if "\\" not in text:
+            return text.rstrip("\0 ") or None
+        parts = [p.rstrip("\0 ") for p in text.split("\\")]
     elif vr == b"PN":  # pydicom drops empty trailing component groups
         parts = [p.rstrip("=") for p in _decode(raw, codec).rstrip(" \0").split("\\")]
     elif vr in (b"LT", b"ST", b"UT"):
@@ -289,17 +303,6 @@ def _decode(raw: bytes, codec: str | None) -> str:
         return raw.decode(codec or "ascii")
     except UnicodeDecodeError:
         raise _Fallback from None
-
-
-def _number(text: str, kind):
-    if text == "":
-        return None
-    try:
-        if not text.strip(" +-.0123456789eE"):  # int() and float() take much more
-            return kind(text)
-    except ValueError:
-        pass
-    raise _Fallback  # pydicom decides what an odd number becomes
 
 
 # --- the pydicom path --------------------------------------------------------
@@ -357,27 +360,20 @@ def _short(ds) -> bool:
     return False
 
 
-def _plain(vr: str, value):
+def _plain(vr: str, value, top: bool = True):
     """A pydicom value as plain Python (see the module docstring)."""
-    if vr == "SQ":
+    if vr == "SQ" or value is None:
         return value
-    if value is None or value == "" or value == b"":
+    if top and (value == "" or value == b""):
         return None
-    if isinstance(value, abc.Sequence) and not isinstance(value, (str, bytes)):
-        return tuple(_plain_one(vr, v) for v in value) or None  # MultiValue, list
-    return _plain_one(vr, value)
-
-
-def _plain_one(vr: str, v):
-    if isinstance(v, str):  # str, UID
-        return None if v == "" and vr in ("DS", "IS") else str(v)
-    if isinstance(v, float):  # float, DSfloat
-        return float(v)
-    if isinstance(v, int):  # int, IS, BaseTag
-        return int(v)
-    if isinstance(v, bytes):
-        return bytes(v)
-    return str(v)  # PersonName
+    if top and isinstance(value, abc.Sequence) and not isinstance(value, (str, bytes)):
+        return tuple(_plain(vr, v, False) for v in value) or None  # MultiValue, list
+    if isinstance(value, str):  # str, UID; in a DS or IS, "" is an empty number
+        return None if value == "" and vr in ("DS", "IS") else str(value)
+    for kind in (float, int, bytes):  # DSfloat, IS, BaseTag, ...
+        if isinstance(value, kind):
+            return kind(value)
+    return str(value)  # PersonName
 
 
 # --- shared helpers ------------------------------------------------------------
@@ -394,18 +390,14 @@ def _looks_raw(head: bytes) -> bool:
     return group_le == 0x0008 and length % 2 == 0 and length < 4096
 
 
-def _open(path):
+def _open(path, buffering: int = -1):
     try:
-        return open(path, "rb")
+        return open(path, "rb", buffering=buffering)
     except OSError as exc:
         raise NotDicomError(path, _os_reason(exc)) from None
 
 
 def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, IsADirectoryError):
-        return "is a directory"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    return f"unreadable ({exc.strerror or exc})"
+    reasons = {IsADirectoryError: "is a directory", PermissionError: "permission denied",
+               FileNotFoundError: "no such file"}
+    return reasons.get(type(exc), f"unreadable ({exc.strerror or exc})")

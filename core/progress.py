@@ -20,11 +20,12 @@ class Progress:
         if enabled:
             _ACTIVE.append(self)
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, read: int | None = None) -> None:
+        """Show ``done`` items finished (and ``read``, while reading is ahead of them)."""
         if not self.enabled:
             return
         now = time.perf_counter()
-        if now - self.last < 0.1 and done != self.total:
+        if now - self.last < 0.1:
             return
         self.last = now
         elapsed = max(now - self.start, 1e-9)
@@ -36,6 +37,8 @@ class Progress:
             text = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} {rate:,.0f}/s {left:,.0f} s left"
         else:
             text = f"{done} done, {rate:,.0f}/s"
+        if read is not None and read > done:
+            text += f" (read {read})"
         self.stream.write(f"\r{self.label}{text}\x1b[K")
         self.stream.flush()
         self.shown = True

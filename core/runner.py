@@ -379,11 +379,13 @@ def run_recipe(
                     stream = item_stage(stream, body, n == 0, parallel)
                 else:
                     stream = group_stage(stream, body)
+            finished = 0
             for item in stream:
                 if not isinstance(item, Item):
                     continue
                 _report(item, summary, context, hook, out)
-                bar.update(summary.read)
+                finished += 1
+                bar.update(finished, summary.read)
             summary.interrupted = context.stopping
     except KeyboardInterrupt:
         summary.interrupted = True
