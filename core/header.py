@@ -21,6 +21,7 @@ when multi-valued, ``None`` when empty; a wanted sequence is pydicom's own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections import abc
@@ -78,9 +79,10 @@ class _Truncated(_Fallback):
 
 
 def read_header(path, tags: frozenset[int] | None = None) -> Header:
-    """Read the wanted top-level ``tags`` of a DICOM file (``None``: every element
-    before Pixel Data). Raises :class:`NotDicomError` if the file is not DICOM,
-    is damaged before Pixel Data, or cannot be read."""
+    """Read the wanted top-level ``tags`` (``None``: every element before Pixel
+    Data) of a DICOM file: a path, or a seekable binary file object (read from
+    its start, left open). Raises :class:`NotDicomError` if the file is not
+    DICOM, is damaged before Pixel Data, or cannot be read."""
     want = None if tags is None else frozenset(tags)
     with _open(path, buffering=0) as f:  # unbuffered: we read big blocks anyway
         try:
@@ -90,16 +92,16 @@ def read_header(path, tags: frozenset[int] | None = None) -> Header:
         except _Fallback:
             pass
         except OSError as exc:
-            raise NotDicomError(path, _os_reason(exc)) from None
+            raise NotDicomError(_name(path), _os_reason(exc)) from None
     return _read_with_pydicom(path, want)
 
 
 def is_dicom(path) -> bool:
     """Cheap check: a preamble + ``DICM``, or a plausible raw data set."""
     try:
-        with open(path, "rb") as f:
+        with _open(path) as f:
             head = f.read(132)
-    except OSError:
+    except (NotDicomError, OSError):
         return False
     return head[128:132] == b"DICM" or _looks_raw(head)
 
@@ -135,7 +137,7 @@ def _plan(want: frozenset | None):
 
 
 def _read_lean(f, head: bytes, want: frozenset | None) -> Header:
-    size = os.fstat(f.fileno()).st_size
+    size = f.seek(0, os.SEEK_END)
     window = _Window(f, head)
     pos, meta = _walk(window, 132, size, None, 0x0002FFFF, -1)
     syntax = _uid(meta, _SYNTAX)
@@ -314,39 +316,39 @@ def _read_with_pydicom(path, tags: frozenset[int] | None = None) -> Header:
     from pydicom import dcmread
     from pydicom.errors import BytesLengthException, InvalidDicomError
 
-    want = None if tags is None else frozenset(tags)
+    want, name = None if tags is None else frozenset(tags), _name(path)
     with _open(path) as f, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # recorded, not shown: EOF ones mean truncation
         try:
             head = f.read(132)
             if not head:
-                raise NotDicomError(path, "empty file")
+                raise NotDicomError(name, "empty file")
             raw = head[128:132] != b"DICM"
             if raw and not _looks_raw(head):
-                raise NotDicomError(path, "not a DICOM file")
+                raise NotDicomError(name, "not a DICOM file")
+            size = f.seek(0, os.SEEK_END)
             f.seek(0)
-            size = os.fstat(f.fileno()).st_size
             specific = None if want is None or raw else sorted(want | {_CHARSET, _SOP_CLASS})
             ds = dcmread(f, stop_before_pixels=True, force=raw, specific_tags=specific)
             if (f.tell() > size or _short(ds.file_meta) or _short(ds)
                     or any("End of file" in str(w.message) for w in caught)):
-                raise NotDicomError(path, "truncated DICOM header")
+                raise NotDicomError(name, "truncated DICOM header")
             if raw and not any(tag >> 16 == 8 for tag in ds.keys()):
-                raise NotDicomError(path, "not a DICOM file")
+                raise NotDicomError(name, "not a DICOM file")
             values = {int(e.tag): _plain(e.VR, e.value) for e in ds
                       if want is None or e.tag in want}
             sop = ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
             syntax = ds.file_meta.get("TransferSyntaxUID")
         except InvalidDicomError:
-            raise NotDicomError(path, "not a DICOM file") from None
+            raise NotDicomError(name, "not a DICOM file") from None
         except (EOFError, struct.error):
-            raise NotDicomError(path, "truncated DICOM header") from None
+            raise NotDicomError(name, "truncated DICOM header") from None
         except (BytesLengthException, ValueError, NotImplementedError, OverflowError,
                 KeyError) as exc:
             detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
-            raise NotDicomError(path, f"unreadable DICOM header ({detail})") from None
+            raise NotDicomError(name, f"unreadable DICOM header ({detail})") from None
         except OSError as exc:
-            raise NotDicomError(path, _os_reason(exc)) from None
+            raise NotDicomError(name, _os_reason(exc)) from None
     return Header(values, _plain("UI", syntax), _plain("UI", sop), fast=False)
 
 
@@ -391,10 +393,18 @@ def _looks_raw(head: bytes) -> bool:
 
 
 def _open(path, buffering: int = -1):
+    """``path`` opened, or the caller's binary file object rewound (and left open)."""
     try:
+        if hasattr(path, "read"):
+            path.seek(0)
+            return contextlib.nullcontext(path)
         return open(path, "rb", buffering=buffering)
     except OSError as exc:
-        raise NotDicomError(path, _os_reason(exc)) from None
+        raise NotDicomError(_name(path), _os_reason(exc)) from None
+
+
+def _name(path) -> str:
+    return getattr(path, "name", "<file object>") if hasattr(path, "read") else str(path)
 
 
 def _os_reason(exc: OSError) -> str:

@@ -23,7 +23,8 @@ def component(value, fallback: str = "unknown", limit: int = 64) -> str:
     """
     if isinstance(value, (list, tuple)):
         value = "_".join(str(v) for v in value)
-    text = _UNSAFE.sub("_", "" if value is None else str(value)).strip("_").lstrip(".")
+    text = _UNSAFE.sub("_", "" if value is None else str(value))
+    text = re.sub(r"^[._]+", "", text).rstrip("_")
     return text[:limit].rstrip("_") or fallback
 
 

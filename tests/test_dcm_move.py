@@ -323,3 +323,19 @@ def test_python_api_runs_the_same_recipe(export, tmp_path):
     summary = run_recipe(build_recipe(data, tmp_path), jobs=1)
     assert summary.exit_code == 0 and summary.written == 36 and summary.bad == 2
     assert tree(tmp_path / "out")["1001/0301"] == EXPECTED["1001/0301"]
+
+
+def test_unsafe_tag_values_cannot_leave_the_destination(tmp_path):
+    from dcmpipe.demo import SeriesPlan, StudyPlan, generate
+    from dcmpipe.naming import component
+
+    src = tmp_path / "in"
+    generate(src, [StudyPlan("../../escape", "E^V", "E", "d",
+                             [SeriesPlan(1, "../../../tmp/x\\y", slices=2)])])
+    dest = tmp_path / "out"
+    result = run_cli(*MOVE, "-a", "-S", "-s", src, dest)
+    assert result.returncode == 0, result.stderr
+    moved = files_under(dest)
+    assert len(moved) == 3 and all(dest in p.parents for p in moved)
+    assert {p.parent.relative_to(dest).as_posix() for p in moved} == {"escape/0001_tmp_x_y"}
+    assert component("..") == "unknown" and component("/etc/passwd") == "etc_passwd"
