@@ -82,7 +82,8 @@ def read_header(path, tags: frozenset[int] | None = None) -> Header:
     """Read the wanted top-level ``tags`` (``None``: every element before Pixel
     Data) of a DICOM file: a path, or a seekable binary file object (read from
     its start, left open). Raises :class:`NotDicomError` if the file is not
-    DICOM, is damaged before Pixel Data, or cannot be read."""
+    DICOM, cannot be read, or is damaged before Pixel Data (the lean path reads
+    no further than the last wanted tag, so it does not see damage after it)."""
     want = None if tags is None else frozenset(tags)
     with _open(path, buffering=0) as f:  # unbuffered: we read big blocks anyway
         try:
@@ -343,12 +344,14 @@ def _read_with_pydicom(path, tags: frozenset[int] | None = None) -> Header:
             raise NotDicomError(name, "not a DICOM file") from None
         except (EOFError, struct.error):
             raise NotDicomError(name, "truncated DICOM header") from None
+        except OSError as exc:
+            if exc.errno is None:  # pydicom's own: "No tag to read at file position ..."
+                raise NotDicomError(name, "truncated DICOM header") from None
+            raise NotDicomError(name, _os_reason(exc)) from None
         except (BytesLengthException, ValueError, NotImplementedError, OverflowError,
                 KeyError) as exc:
             detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
             raise NotDicomError(name, f"unreadable DICOM header ({detail})") from None
-        except OSError as exc:
-            raise NotDicomError(name, _os_reason(exc)) from None
     return Header(values, _plain("UI", syntax), _plain("UI", sop), fast=False)
 
 
