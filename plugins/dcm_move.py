@@ -146,7 +146,8 @@ class PatientHistory(Router):
         marker = self.options.marker
         if not text or marker not in str(text):
             return None
-        wanted = str(text).split(marker, 1)[1].strip().split()[0] if str(text).split(marker, 1)[1].strip() else ""
+        after = str(text).split(marker, 1)[1].split()
+        wanted = after[0] if after else ""  # the folder runs to the first white space
         if wanted not in self.checked:
             folder = Path(wanted).expanduser()
             if wanted and folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
