@@ -357,6 +357,8 @@ class Hierarchical(Namer):
         stems = plan_series(records, self.options.breakdown)
         for k, n in enumerate(live):
             out[n] = f"{folder}{prefix}{stems[k]}{self.options.extension}"
+            if prefix:
+                items[n].extra["series_prefix"] = prefix.rstrip("_")
         return out
 
     def _existing(self, first, folder: str, prefix: str, sources: set, known: set) -> list[_Record]:
@@ -429,7 +431,6 @@ class DicomExport(Exporter):
 
     id = "dicom"
     Options = DicomExportOptions
-    tags = INFO_TAGS
     accepts_bad = True
 
     def __init__(self, options, context):
@@ -474,19 +475,20 @@ class DicomExport(Exporter):
     def _write_info(self, item, target: Path) -> None:
         from dcmpipe.safefile import TargetExistsError, write_atomic
 
-        flat = item.name is not None and "/" not in item.name
+        from dcmpipe.header import read_header
+        from dcmpipe.steps import tag_of
+
         key = (target.parent, item.get("SeriesInstanceUID"))
         if key in self.infos_done or item.source == target:
             return
         self.infos_done.add(key)
-        if flat:
-            stem = item.name.rsplit("_", 1)[0] if "_" in item.name else item.name
-            info_path = target.parent / f"{stem}.info"
-        else:
-            info_path = target.parent / "info"
+        prefix = item.extra.get("series_prefix")  # set by the flat namer
+        info_path = target.parent / (f"{prefix}.info" if prefix else "info")
+        # Read once per series, from the file just written: the header stage need not carry these tags.
+        header = read_header(target, frozenset(tag_of(k) for k in INFO_TAGS))
         lines = ["# dcmpipe info file: this file holds patient data (PHI); handle it like the images."]
         for keyword in INFO_TAGS:
-            value = item.get(keyword)
+            value = header.get(tag_of(keyword))
             if isinstance(value, (list, tuple)):
                 value = "\\".join(str(v) for v in value)
             lines.append(f"{keyword}: {'' if value is None else value}")

@@ -74,8 +74,10 @@ class Files(Reader):
         now = time.time()
         fresh = 0
         for root, entry in found:
-            path = Path(entry.path if isinstance(entry, os.DirEntry) else entry)
-            item = Item(source=path, extra={"relpath": os.path.relpath(path, root), "root": str(root)})
+            text = entry.path if isinstance(entry, os.DirEntry) else str(entry)
+            base = str(root)
+            relpath = text[len(base) + 1:] if text.startswith(base + os.sep) else os.path.relpath(text, base)
+            item = Item(source=Path(text), extra={"relpath": relpath, "root": base})
             try:
                 age = now - (entry.stat() if isinstance(entry, os.DirEntry) else path.stat()).st_mtime
             except OSError as exc:

@@ -100,7 +100,10 @@ def test_flat_names_in_one_folder(export, tmp_path):
     dest = tmp_path / "flat"
     assert run_cli(*MOVE, "-a", "-R", "-f", "-s", export, dest).returncode == 0
     names = set(tree(dest)[""])
-    assert {"1001_0301_001", "1001_0401_004_d0003", "1002_0002_002_p004", "1001_0301.info"} <= names
+    assert {"1001_0301_001", "1001_0401_004_d0003", "1002_0002_002_p004", "1001_0301.info",
+            "1001_0401.info", "1002_0002.info"} <= names
+    assert len([n for n in names if n.endswith(".info")]) == 5
+    assert "SeriesDescription: fMRI rest" in (dest / "1001_0401.info").read_text()
 
 
 def test_rename_in_place_is_flat_and_stays_in_folder(export):
