@@ -89,7 +89,7 @@ def _run(recipe, *, dry_run, jobs, quiet=False, out=None):
 @cli.command(context_settings=CONTEXT)
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--dry-run", "-n", is_flag=True, help="print what would happen to every input; change nothing")
-@click.option("--jobs", "-j", type=click.IntRange(1), default=None, help="worker processes (default: cores)")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=None, help="processes sharing the work, this one included (default: cores)")
 def run(recipe, dry_run, jobs):
     """Run RECIPE, a TOML file of steps.
 
@@ -142,7 +142,7 @@ def plugins(brief):
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("folder", required=False, type=click.Path(file_okay=False))
-@click.option("--jobs", "-j", type=click.IntRange(1), default=None, help="worker processes")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=None, help="processes sharing the work (default: cores)")
 def demo(folder, jobs):
     """Write a small scanner-like export and sort it, then print the tree.
 

@@ -7,8 +7,9 @@ collects its groups (until the readers are done, or a reader says a group is
 complete) and then hands each group over at once.
 
 The first stage also reads each item's header, once, with the union of the
-tags every step declared.  It runs in a pool of ``jobs`` worker processes
-(header parsing is the cost of sorting), as does any later stage holding a
+tags every step declared.  With ``jobs`` N > 1 it runs in a pool of N - 1
+worker processes while this process walks, groups and writes (N processes in
+all; header parsing is the cost of sorting), as does any later stage holding a
 step marked ``parallel``; the rest run in the main process.
 
 Ctrl-C stops reading new items; the items in flight finish (a file is never
@@ -18,6 +19,7 @@ Ctrl-C aborts at once (still no half-written file: see dcmpipe.safefile).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -244,6 +246,16 @@ def _stages(recipe: Recipe) -> list:
     return [s for i, s in enumerate(stages) if i == 0 or s != ("items", [])]
 
 
+class _Done:
+    """A chunk that needs no worker, in the queue of pending results."""
+
+    def __init__(self, chunk):
+        self.chunk = chunk
+
+    def get(self):
+        return self.chunk
+
+
 class _Interrupt:
     """First Ctrl-C: stop reading, finish what is in flight.  Second: abort."""
 
@@ -279,8 +291,9 @@ def run_recipe(
 ) -> Summary:
     """Run a validated recipe and return its summary.
 
-    ``jobs``: worker processes for the header stage (default: the number of
-    cores; 1 runs everything in this process).  ``progress``: show a progress
+    ``jobs``: processes sharing the work, this one included (default: the
+    number of cores; 1 runs everything in this process, N > 1 adds N - 1
+    workers for the header stage and parallel steps).  ``progress``: show a progress
     line on stderr (default: when stderr is a terminal).  In a dry run the
     plan of every item is printed to ``out`` (default stdout) and nothing is
     written.
@@ -326,22 +339,21 @@ def run_recipe(
                     continue
                 yield from _process(load, indexes, [thing], local, specs, context, tags, debug)
             return
-        slots = threading.BoundedSemaphore(jobs * 4)
-
-        def tasks():
-            for chunk in chunked(stream, CHUNK):
-                slots.acquire()
-                if context.stopping:
-                    for thing in chunk:
-                        if isinstance(thing, Item) and thing.ok:
-                            thing.status, thing.reason = "skipped", "run interrupted"
-                    yield (False, (), chunk)
-                else:
-                    yield (load, indexes, chunk)
-
-        for result in pool.imap(_worker_run, tasks()):
-            slots.release()
-            yield from result
+        # Tasks are submitted from this (the consuming) thread, a bounded window ahead, so that
+        # several pool stages can follow one another without waiting on the pool's feeder thread.
+        pending: collections.deque = collections.deque()
+        for chunk in chunked(stream, CHUNK):
+            if context.stopping:
+                for thing in chunk:
+                    if isinstance(thing, Item) and thing.ok:
+                        thing.status, thing.reason = "skipped", "run interrupted"
+                pending.append(_Done(chunk))
+            else:
+                pending.append(pool.apply_async(_worker_run, ((load, indexes, chunk),)))
+            while len(pending) > jobs * 3:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
 
     def group_stage(stream, spec):
         level, step = spec.cls.group, local[spec.index]
@@ -371,7 +383,7 @@ def run_recipe(
                 import multiprocessing as mp
 
                 method = "fork" if "fork" in mp.get_all_start_methods() else None
-                pool = mp.get_context(method).Pool(jobs, _worker_init, (recipe, context, tags, debug))
+                pool = mp.get_context(method).Pool(jobs - 1, _worker_init, (recipe, context, tags, debug))
             stream = source()
             for n, (kind, body) in enumerate(stages):
                 if kind == "items":

@@ -92,6 +92,25 @@ def _existing(src: Path, dst: Path, move: bool) -> str:
     return "present"
 
 
+def _link(src: str, dst: str) -> bool:
+    """Hard-link ``src`` as ``dst`` (making its folder); False where links cannot be made."""
+    for attempt in (1, 2):
+        try:
+            os.link(src, dst)
+            return True
+        except FileNotFoundError:
+            if attempt == 2 or not os.path.lexists(src):
+                raise
+            makedirs(os.path.dirname(dst))
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+            return False
+    return False
+
+
 def transfer(src: Path, dst: Path, mode: str = "move") -> str:
     """Move or copy ``src`` to ``dst`` safely; return ``"moved"``, ``"copied"`` or ``"present"``.
 
@@ -100,21 +119,19 @@ def transfer(src: Path, dst: Path, mode: str = "move") -> str:
     file at ``dst`` and ``OSError`` for I/O problems (the source is then intact).
     """
     move = mode == "move"
-    src, dst = Path(src), Path(dst)
-    if os.path.lexists(dst):
-        return _existing(src, dst, move)
-    makedirs(dst.parent)
-    if move:
+    src, dst = os.fspath(src), os.fspath(dst)
+    if move:  # the common case first: one link() call, no look-ups before it
         try:
-            os.link(src, dst)
+            linked = _link(src, dst)
         except FileExistsError:
             return _existing(src, dst, move)
-        except OSError as exc:
-            if exc.errno not in _NO_LINK:
-                raise
-        else:
+        if linked:
             os.unlink(src)
             return "moved"
+    elif os.path.lexists(dst):
+        return _existing(src, dst, move)
+    src, dst = Path(src), Path(dst)
+    makedirs(dst.parent)
     tmp = dst.parent / f".{dst.name}.{os.getpid()}{PART_SUFFIX}"
     try:
         with open(src, "rb") as fin, open(tmp, "xb") as fout:

@@ -447,11 +447,11 @@ class DicomExport(Exporter):
             raise ValueError("no destination: the recipe needs a route step")
         if item.name is None:
             raise ValueError("no name: the recipe needs a name step")
-        return Path(destination) / item.name
+        return os.path.join(destination, item.name)
 
     def describe(self, item, destination):
         target = self._target(item, destination)
-        if target is None or (item.source is not None and item.source == target):
+        if target is None or (item.source is not None and str(item.source) == str(target)):
             return f"keep {item.source}" + (f" (not DICOM: {item.reason})" if item.status == "bad" else "")
         verb = "bad " if item.status == "bad" else ""
         return f"{verb}{self.options.mode} {item.source} -> {target}"
@@ -463,14 +463,15 @@ class DicomExport(Exporter):
         if target is None:
             item.extra.setdefault("log", []).append(f"{item.source}: not DICOM ({item.reason}), left in place")
             return []
-        if target.parent not in self.folders_seen:
-            self.folders_seen.add(target.parent)
-            remove_stale_parts(target.parent)
+        folder = os.path.dirname(target)
+        if folder not in self.folders_seen:
+            self.folders_seen.add(folder)
+            remove_stale_parts(folder)
         done = transfer(item.source, target, self.options.mode)
         item.extra.setdefault("log", []).append(f"{item.source} -> {target} ({done})")
         if self.options.info and item.status == "ok":
             self._write_info(item, target)
-        return [target]
+        return [Path(target)]
 
     def _write_info(self, item, target: Path) -> None:
         from dcmpipe.safefile import TargetExistsError, write_atomic
@@ -478,10 +479,11 @@ class DicomExport(Exporter):
         from dcmpipe.header import read_header
         from dcmpipe.steps import tag_of
 
-        key = (target.parent, item.get("SeriesInstanceUID"))
-        if key in self.infos_done or item.source == target:
+        key = (os.path.dirname(target), item.get("SeriesInstanceUID"))
+        if key in self.infos_done or str(item.source) == str(target):
             return
         self.infos_done.add(key)
+        target = Path(target)
         prefix = item.extra.get("series_prefix")  # set by the flat namer
         info_path = target.parent / (f"{prefix}.info" if prefix else "info")
         # Read once per series, from the file just written: the header stage need not carry these tags.
@@ -594,7 +596,7 @@ def move_recipe(destdir, source, recurse, modality, all_studies, copy, rename, f
 @click.option("-v", "verbose", is_flag=True, help="say what happens to every file")
 @click.option("--wait", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="leave files modified less than SECONDS ago (still arriving) for the next run")
-@click.option("--jobs", "-j", type=click.IntRange(1), default=None, help="worker processes (default: cores)")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=None, help="processes sharing the work, this one included (default: cores)")
 @click.option("--dry-run", is_flag=True, help="show what would happen; change nothing")
 @click.option("--print-recipe", is_flag=True, help="print the equivalent TOML recipe and exit")
 @click.option("--debug", is_flag=True, help="show tracebacks")
