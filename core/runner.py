@@ -20,6 +20,7 @@ Ctrl-C aborts at once (still no half-written file: see dcmpipe.safefile).
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import os
 import signal
@@ -94,7 +95,8 @@ def _fail(item: Item, spec: StepSpec, exc: BaseException, debug: bool) -> None:
     if isinstance(exc, DcmpipeError):
         item.reason = str(exc)
     elif isinstance(exc, OSError):
-        item.reason = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        names = [str(n) for n in (exc.filename, exc.filename2) if n]
+        item.reason = f"{exc.strerror or exc}" + (f": {' -> '.join(names)}" if names else "")
     else:
         item.reason = f"{type(exc).__name__}: {exc}"
     item.reason = f"{spec.verb} {spec.id!r}: {item.reason}"
@@ -377,6 +379,10 @@ def run_recipe(
             else:
                 yield from apply_group(spec, step, items, context, debug)
 
+    # Thousands of live items make every full garbage collection slow; they hold no cycles.
+    gc_threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(gc_threshold[0], 50_000), *gc_threshold[1:])
     try:
         with _Interrupt(context):
             if needs_pool:
@@ -405,6 +411,8 @@ def run_recipe(
             pool.terminate()
             pool = None
     finally:
+        gc.set_threshold(*gc_threshold)
+        gc.unfreeze()
         bar.close()
         if pool is not None:
             pool.close()

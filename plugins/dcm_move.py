@@ -357,8 +357,8 @@ class Hierarchical(Namer):
         stems = plan_series(records, self.options.breakdown)
         for k, n in enumerate(live):
             out[n] = f"{folder}{prefix}{stems[k]}{self.options.extension}"
-            if prefix:
-                items[n].extra["series_prefix"] = prefix.rstrip("_")
+            # where the series' info file goes: next to its files, named by the series in flat mode
+            items[n].extra["series_info"] = f"{prefix.rstrip('_')}.info" if prefix else "info"
         return out
 
     def _existing(self, first, folder: str, prefix: str, sources: set, known: set) -> list[_Record]:
@@ -422,7 +422,8 @@ class Unmove(Namer):
 @dataclass(frozen=True)
 class DicomExportOptions:
     mode: Literal["move", "copy"] = option("move", help="move the files (default) or copy them")
-    info: bool = option(True, help="write an 'info' file per series folder (it holds patient data: PHI)")
+    info: bool = option(True, help="write an 'info' file per series folder, with the hierarchical and flat namers"
+                                   " (it holds patient data: PHI)")
     bad_dir: Path | None = option(None, help="folder for files that are not DICOM; left out: they stay in place")
 
 
@@ -480,12 +481,12 @@ class DicomExport(Exporter):
         from dcmpipe.steps import tag_of
 
         key = (os.path.dirname(target), item.get("SeriesInstanceUID"))
-        if key in self.infos_done or str(item.source) == str(target):
+        info_name = item.extra.get("series_info")  # set by the hierarchical and flat namers
+        if info_name is None or key in self.infos_done or str(item.source) == str(target):
             return
         self.infos_done.add(key)
         target = Path(target)
-        prefix = item.extra.get("series_prefix")  # set by the flat namer
-        info_path = target.parent / (f"{prefix}.info" if prefix else "info")
+        info_path = target.parent / info_name
         # Read once per series, from the file just written: the header stage need not carry these tags.
         header = read_header(target, frozenset(tag_of(k) for k in INFO_TAGS))
         lines = ["# dcmpipe info file: this file holds patient data (PHI); handle it like the images."]

@@ -79,7 +79,7 @@ class Files(Reader):
             relpath = text[len(base) + 1:] if text.startswith(base + os.sep) else os.path.relpath(text, base)
             item = Item(source=Path(text), extra={"relpath": relpath, "root": base})
             try:
-                age = now - (entry.stat() if isinstance(entry, os.DirEntry) else path.stat()).st_mtime
+                age = now - (entry.stat() if isinstance(entry, os.DirEntry) else os.stat(text)).st_mtime
             except OSError as exc:
                 item.status, item.reason = "failed", exc.strerror or str(exc)
                 yield item

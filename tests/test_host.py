@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -182,3 +183,59 @@ def test_every_builtin_step_and_option_is_documented():
             assert f"{verb} `{step_id}`" in text, f"{verb} {step_id} missing from {page.name}"
             for key, *_ in option_fields(info.cls.Options):
                 assert f"`{key}`" in text, f"option {key} of {step_id} missing from {page.name}"
+
+
+def test_built_in_keyword_table_agrees_with_pydicom():
+    from pydicom.datadict import tag_for_keyword
+
+    from dcmpipe.steps import _KEYWORDS, tag_of
+
+    for keyword, tag in _KEYWORDS.items():
+        assert tag_for_keyword(keyword) == tag, keyword
+    assert tag_of("DeidentificationMethod") == tag_for_keyword("DeidentificationMethod")  # pydicom fallback
+    assert tag_of("(0020,000d)") == tag_of("0020,000D") == 0x0020000D
+
+
+def test_sorting_lean_files_imports_no_pydicom(export, tmp_path):
+    """The lean header path needs neither pydicom nor numpy: a move of plain files pays for neither."""
+    (export / "DICOM" / "IM_BROKEN").unlink()  # a damaged file rightly takes pydicom to judge
+    code = ("import sys\nfrom dcmpipe.cli import main\n"
+            f"try:\n    main(['move', '-a', '-b', '-q', '--wait', '0', '-j', '1', '-s', '{export}/DICOM', '{tmp_path}/o'])\n"
+            "except SystemExit as e:\n    print('EXIT', e.code)\n"
+            "print('HEAVY', [m for m in ('pydicom', 'numpy') if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "EXIT 0" in result.stdout and "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_parallel_stages_on_both_sides_of_a_group_step(export, tmp_path):
+    """Two pool stages in one recipe (a parallel export after a series namer) must not deadlock."""
+    from dcmpipe import Exporter, hookimpl
+    from dcmpipe.testing import registered, run
+
+    class Listing(Exporter):
+        "Write one line per file: its name and header size, in a worker."
+        id = "test-listing"
+        parallel = True
+        tags = ("SeriesNumber",)
+
+        def export(self, item, destination):
+            out = destination / (item.name + f".{os.getpid()}.txt")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(f"{item.get('SeriesNumber')}\n")
+            return [out]
+
+    class Plugin:
+        @hookimpl
+        def dcmpipe_exporters(self):
+            return [Listing]
+
+    recipe = {"step": [{"read": "files", "path": [str(export / "DICOM")], "settle": 0.0},
+                       {"route": "fixed", "dest": str(tmp_path / "out")},
+                       {"name": "hierarchical"},
+                       {"export": "test-listing"}]}
+    with registered(Plugin()):
+        summary = run(recipe, jobs=3)
+    assert summary.written == 36 and summary.bad == 1
+    pids = {p.name.split(".")[1] for p in (tmp_path / "out").rglob("*.txt")}
+    assert len(list((tmp_path / "out").rglob("*.txt"))) == 36
+    assert str(os.getpid()) not in pids  # written by the workers

@@ -147,3 +147,16 @@ def test_print_recipe_round_trips_through_toml(tmp_path):
         {"read": "files", "path": ["a b", "c\\d"], "recursive": True, "settle": 1.5},
         {"export": "dicom", "mode": "copy"}]}
     assert tomllib.loads(dump_recipe(data)) == data
+
+
+def test_single_files_and_missing_paths_as_sources(export, tmp_path):
+    one = export / "DICOM" / "IM_00001"
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[[step]]\nread = "files"\npath = ["{one}", "{tmp_path}/missing"]\nsettle = 0\n'
+                      '[[step]]\nroute = "fixed"\ndest = "out"\n[[step]]\nname = "unmove"\n'
+                      '[[step]]\nexport = "dicom"\nmode = "copy"\n')
+    result = run_cli("run", recipe)
+    assert result.returncode == 1
+    assert f"{tmp_path}/missing: No such file or directory" in result.stderr
+    assert "1 written" in result.stderr and "1 failed" in result.stderr and "Traceback" not in result.stderr
+    assert len(files_under(tmp_path / "out")) == 1
