@@ -221,7 +221,6 @@ class _Record:
     """What naming needs of one file: from a source item or a file already at the destination."""
 
     get: object
-    existing: Path | None = None
 
 
 def _study_part(get) -> str:
@@ -387,7 +386,7 @@ class Hierarchical(Namer):
                 continue
             if header.get(tag_of("SeriesInstanceUID")) == series_uid and \
                     header.get(tag_of("SOPInstanceUID")) not in known:  # a copy of a source file
-                found.append(_Record(lambda key, default=None, h=header: h.get(tag_of(key), default), path))
+                found.append(_Record(lambda key, default=None, h=header: h.get(tag_of(key), default)))
         return found
 
 

@@ -342,3 +342,19 @@ def test_unsafe_tag_values_cannot_leave_the_destination(tmp_path):
     assert len(moved) == 3 and all(dest in p.parents for p in moved)
     assert {p.parent.relative_to(dest).as_posix() for p in moved} == {"escape/0001_tmp_x_y"}
     assert component("..") == "unknown" and component("/etc/passwd") == "etc_passwd"
+
+
+def test_progress_bar_on_a_terminal_and_none_when_piped(export, tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("script"):
+        pytest.skip("no 'script' command to give the run a terminal")
+    cmd = f"{sys.executable} -m dcmpipe move -a -R --wait 0 -s {export} {tmp_path / 'out'}"
+    typescript = tmp_path / "typescript"
+    subprocess.run(["script", "-q", "-e", "-c", cmd, str(typescript)], check=True, capture_output=True,
+                   stdin=subprocess.DEVNULL, timeout=60)
+    screen = typescript.read_text(errors="replace")
+    assert "/38" in screen and "/s" in screen  # done/total and the rate, redrawn in place
+    piped = run_cli(*MOVE, "-a", "-R", "-c", "-s", tmp_path / "out", tmp_path / "again")
+    assert "\r" not in piped.stderr and "/38" not in piped.stderr
