@@ -239,3 +239,12 @@ def test_parallel_stages_on_both_sides_of_a_group_step(export, tmp_path):
     pids = {p.name.split(".")[1] for p in (tmp_path / "out").rglob("*.txt")}
     assert len(list((tmp_path / "out").rglob("*.txt"))) == 36
     assert str(os.getpid()) not in pids  # written by the workers
+
+
+def test_demo_sorts_a_generated_export_and_prints_the_tree(tmp_path):
+    result = run_cli("demo", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "36 written, 0 skipped, 2 bad, 0 failed" in result.stdout
+    assert "0401_fMRI_rest/" in result.stdout and "001_d0001" in result.stdout
+    assert (tmp_path / "sorted/1002/0002_Cine/002_p004").is_file()
+    assert (tmp_path / "sorted/bad/README.txt").is_file()
