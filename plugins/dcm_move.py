@@ -296,21 +296,35 @@ def plan_series(records: list[_Record], breakdown: bool) -> list[str]:
     return _disambiguate(records, stems)
 
 
+def _image_type(record) -> str:
+    value = record.get("ImageType")
+    return component(value[2], fallback="") if isinstance(value, (list, tuple)) and len(value) > 2 else ""
+
+
+def _instance(record) -> str:
+    value = record.get("InstanceNumber")
+    return "i" + number(value, WIDTH["instance"]) if value is not None else ""
+
+
+def _uid(record) -> str:
+    return component(record.get("SOPInstanceUID"))
+
+
 def _disambiguate(records, stems):
-    """Files that would share a name get the image type, then the instance number, then the UID."""
-    for extra in (
-        lambda r: component(r.get("ImageType")[2] if isinstance(r.get("ImageType"), (list, tuple)) and len(r.get("ImageType")) > 2 else None, fallback=""),
-        lambda r: ("i" + number(r.get("InstanceNumber"), WIDTH["instance"])) if r.get("InstanceNumber") is not None else "",
-        lambda r: component(r.get("SOPInstanceUID")),
-    ):
-        seen = defaultdict(list)
+    """Files that would share a name get the image type, then the instance number, then the UID.
+
+    A suffix is added to a clashing group only when it tells its files apart
+    (or every file has one), so the result does not depend on the order of files.
+    """
+    for suffix_of in (_image_type, _instance, _uid):
+        by_stem = defaultdict(list)
         for n, stem in enumerate(stems):
-            seen[stem].append(n)
-        clashes = [ns for ns in seen.values() if len(ns) > 1]
+            by_stem[stem].append(n)
+        clashes = [ns for ns in by_stem.values() if len(ns) > 1]
         if not clashes:
             break
         for ns in clashes:
-            suffixes = {n: extra(records[n]) for n in ns}
+            suffixes = {n: suffix_of(records[n]) for n in ns}
             if len(set(suffixes.values())) > 1 or all(suffixes.values()):
                 for n in ns:
                     if suffixes[n]:

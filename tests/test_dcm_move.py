@@ -358,3 +358,23 @@ def test_progress_bar_on_a_terminal_and_none_when_piped(export, tmp_path):
     assert "/38" in screen and "/s" in screen  # done/total and the rate, redrawn in place
     piped = run_cli(*MOVE, "-a", "-R", "-c", "-s", tmp_path / "out", tmp_path / "again")
     assert "\r" not in piped.stderr and "/38" not in piped.stderr
+
+
+def test_magnitude_and_phase_images_of_one_series_get_distinct_names(tmp_path):
+    from dcmpipe.demo import SeriesPlan, StudyPlan, generate
+
+    src = tmp_path / "in"
+    paths = generate(src, [StudyPlan("8", "M^P", "MP", "d", [SeriesPlan(4, "ffe", slices=2)])])
+    for n, path in enumerate(paths):  # a phase image beside every magnitude image, as Philips sends them
+        ds = pydicom.dcmread(path)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"]
+        ds.save_as(path)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "P_FFE", "P", "FFE"]
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.4.{n}"
+        ds.InstanceNumber = 10 + n
+        ds.save_as(src / f"phase{n}")
+    dest = tmp_path / "out"
+    result = run_cli(*MOVE, "-a", "-s", src, dest)
+    assert result.returncode == 0, result.stderr
+    assert tree(dest)["8/0004"] == ["001_M_FFE", "001_P_FFE", "002_M_FFE", "002_P_FFE", "info"]
+    assert list(header(dest / "8/0004/002_P_FFE").ImageType)[3] == "P"
