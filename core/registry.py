@@ -14,6 +14,7 @@ keep working, and a recipe that needs the missing step fails with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -192,6 +193,11 @@ def get_registry() -> Registry:
             for cls in classes:
                 if not (isinstance(cls, type) and issubclass(cls, STEP_BASES[verb]) and cls.id):
                     reg.problems.append(f"plugin {info.name!r}: {hookname}() returned {cls!r}, not a {verb} step class with an id")
+                    continue
+                clash = [f.name for f in dataclasses.fields(cls.Options) if f.name in VERBS]
+                if clash:
+                    reg.problems.append(f"plugin {info.name!r}: {verb} step {cls.id!r} has option(s) named "
+                                        f"{', '.join(clash)}, a verb key; the step is not registered")
                     continue
                 step = StepInfo(cls, info)
                 known = reg.steps[verb].get(cls.id)

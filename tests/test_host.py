@@ -248,3 +248,9 @@ def test_demo_sorts_a_generated_export_and_prints_the_tree(tmp_path):
     assert "0401_fMRI_rest/" in result.stdout and "001_d0001" in result.stdout
     assert (tmp_path / "sorted/1002/0002_Cine/002_p004").is_file()
     assert (tmp_path / "sorted/bad/README.txt").is_file()
+
+
+def test_a_step_with_an_option_named_like_a_verb_is_refused(tmp_path):
+    (tmp_path / "clash.py").write_text(LOCAL_RULE.format(id="by-lab").replace("folder: str", "name: str"))
+    result = run_cli("plugins", "--brief", env=_env(tmp_path))
+    assert "route step 'by-lab' has option(s) named name, a verb key; the step is not registered" in result.stderr
