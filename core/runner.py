@@ -248,6 +248,19 @@ def _stages(recipe: Recipe) -> list:
     return [s for i, s in enumerate(stages) if i == 0 or s != ("items", [])]
 
 
+class _LazySteps(dict):
+    """Step instances of this process, built on first use (index -> step)."""
+
+    def __init__(self, specs: dict, context: Context):
+        super().__init__()
+        self.specs, self.context = specs, context
+
+    def __missing__(self, index):
+        spec = self.specs[index]
+        step = self[index] = spec.cls(spec.options, self.context)
+        return step
+
+
 class _Done:
     """A chunk that needs no worker, in the queue of pending results."""
 
@@ -311,8 +324,8 @@ def run_recipe(
     started = time.perf_counter()
     hook = registry.get_manager().hook
     readers = [spec.cls(spec.options, context) for spec in recipe.readers]
-    local = _instantiate(recipe, context, lambda spec: True)
     specs = {spec.index: spec for spec in recipe.workers}
+    local = _LazySteps(specs, context)  # steps that only run in workers are never built here
     stages = _stages(recipe)
     pool = None
     needs_pool = jobs > 1 and any(

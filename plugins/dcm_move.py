@@ -488,9 +488,8 @@ class DicomExport(Exporter):
         return [Path(target)]
 
     def _write_info(self, item, target: Path) -> None:
-        from dcmpipe.safefile import TargetExistsError, write_atomic
-
         from dcmpipe.header import read_header
+        from dcmpipe.safefile import TargetExistsError, write_atomic
         from dcmpipe.steps import tag_of
 
         key = (os.path.dirname(target), item.get("SeriesInstanceUID"))

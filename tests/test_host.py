@@ -254,3 +254,31 @@ def test_a_step_with_an_option_named_like_a_verb_is_refused(tmp_path):
     (tmp_path / "clash.py").write_text(LOCAL_RULE.format(id="by-lab").replace("folder: str", "name: str"))
     result = run_cli("plugins", "--brief", env=_env(tmp_path))
     assert "route step 'by-lab' has option(s) named name, a verb key; the step is not registered" in result.stderr
+
+
+def test_steps_that_run_only_in_workers_are_not_built_in_the_main_process(export, tmp_path):
+    from dcmpipe import Transform, hookimpl
+    from dcmpipe.testing import registered, run
+
+    built = []
+
+    class Counted(Transform):
+        "Record the process that builds it."
+        id = "test-counted"
+
+        def __init__(self, options, context):
+            super().__init__(options, context)
+            built.append(os.getpid())
+
+    class Plugin:
+        @hookimpl
+        def dcmpipe_transforms(self):
+            return [Counted]
+
+    recipe = {"step": [{"read": "files", "path": [str(export / "DICOM")], "settle": 0.0},
+                       {"transform": "test-counted"}]}
+    with registered(Plugin()):
+        run(recipe, jobs=2)
+        assert built == []  # built in the worker (a forked copy of this list), not here
+        run(recipe, jobs=1)
+        assert built == [os.getpid()]
