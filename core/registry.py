@@ -2,7 +2,8 @@
 
 Three sources, in this order:
 
-1. the built-in tools, from the explicit list ``BUILTINS``;
+1. the built-in tools: every public module of ``dcmpipe.plugins`` (``builtins()``;
+   a module whose name starts with ``_`` is a helper, not a plugin);
 2. installed third-party plugins, from the entry-point group ``dcmpipe``;
 3. lab-local rule files: every ``*.py`` in ``$DCMPIPE_PLUGINS_DIR`` (default
    ``~/.config/dcmpipe/plugins``).
@@ -31,10 +32,21 @@ from .steps import STEP_BASES, VERBS
 
 log = logging.getLogger("dcmpipe")
 
-BUILTINS = (
-    "dcmpipe.plugins.files",
-    "dcmpipe.plugins.dcm_move",
-)
+
+
+def builtins() -> list[str]:
+    """The built-in plugin modules: every public module of ``dcmpipe.plugins``, sorted.
+
+    A tool's issue adds its module to ``plugins/`` and nothing else; modules whose
+    name starts with ``_`` hold code shared inside one tool and are not plugins.
+    """
+    import pkgutil
+
+    from . import plugins
+
+    return sorted(f"{plugins.__name__}.{m.name}" for m in pkgutil.iter_modules(plugins.__path__)
+                  if not m.name.startswith("_") and not m.ispkg)
+
 ENTRY_POINT_GROUP = "dcmpipe"
 HOOK_OF_VERB = {
     "read": "dcmpipe_readers",
@@ -104,7 +116,7 @@ class _Manager(pluggy.PluginManager):
 
 
 def _load_builtins(pm: _Manager) -> None:
-    for modname in BUILTINS:
+    for modname in builtins():
         module = importlib.import_module(modname)
         pm.add(module, PluginInfo(modname.rsplit(".", 1)[-1], "dcmpipe", __version__, "builtin"))
 

@@ -1,1 +1,1 @@
-"""The built-in tools of dcmpipe, each a plugin module registered from dcmpipe.plugins.BUILTINS."""
+"""The built-in tools of dcmpipe: every public module here is a plugin (see dcmpipe.registry.builtins)."""
