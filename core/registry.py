@@ -117,8 +117,13 @@ class _Manager(pluggy.PluginManager):
 
 def _load_builtins(pm: _Manager) -> None:
     for modname in builtins():
-        module = importlib.import_module(modname)
-        pm.add(module, PluginInfo(modname.rsplit(".", 1)[-1], "dcmpipe", __version__, "builtin"))
+        name = modname.rsplit(".", 1)[-1]
+        try:
+            module = importlib.import_module(modname)
+        except Exception as exc:  # one broken tool must not take the others down
+            pm.problems.append(f"built-in plugin {name!r} failed to load: {type(exc).__name__}: {exc}")
+            continue
+        pm.add(module, PluginInfo(name, "dcmpipe", __version__, "builtin"))
 
 
 def _load_entry_points(pm: _Manager) -> None:
