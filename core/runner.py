@@ -303,6 +303,9 @@ def run_recipe(
     progress: bool | None = None,
     debug: bool = False,
     out=None,
+    summary: Summary | None = None,
+    on_item=None,
+    stop: threading.Event | None = None,
 ) -> Summary:
     """Run a validated recipe and return its summary.
 
@@ -312,6 +315,12 @@ def run_recipe(
     line on stderr (default: when stderr is a terminal).  In a dry run the
     plan of every item is printed to ``out`` (default stdout) and nothing is
     written.
+
+    For a program driving the run from another thread (a GUI): ``summary``
+    is filled in as items finish, so its counts can be read while the run
+    goes on; ``on_item(item)`` is called in this process with each finished
+    item; setting ``stop`` stops the run like a first Ctrl-C (the items in
+    flight finish, nothing is left half-written).
     """
     from . import registry
     from .progress import Progress
@@ -320,7 +329,7 @@ def run_recipe(
     jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
     context = Context(base_dir=recipe.base_dir, dry_run=dry_run, interactive=sys.stdin.isatty() if sys.stdin else False)
     tags = wanted_tags(recipe)
-    summary = Summary()
+    summary = summary if summary is not None else Summary()
     started = time.perf_counter()
     hook = registry.get_manager().hook
     readers = [spec.cls(spec.options, context) for spec in recipe.readers]
@@ -341,6 +350,8 @@ def run_recipe(
                     summary.read += 1
                     bar.total = context.total
                 yield thing
+                if stop is not None and stop.is_set():
+                    context.stopping = True
                 if context.stopping:
                     return
 
@@ -417,6 +428,10 @@ def run_recipe(
                 _report(item, summary, context, hook, out)
                 finished += 1
                 bar.update(finished, summary.read)
+                if on_item is not None:
+                    on_item(item)
+                if stop is not None and stop.is_set():
+                    context.stopping = True
             summary.interrupted = context.stopping
     except KeyboardInterrupt:
         summary.interrupted = True
