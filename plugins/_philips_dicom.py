@@ -1,0 +1,461 @@
+"""Philips Enhanced MR as PAR/REC material: general information, one record per frame, pixel access.
+
+Shared by the dcm2par and dcms2e plugins (not a plugin itself).  Sources of
+every value: ../shared/philips/SPEC.md sections 1.2, 1.3 and 1.5.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from pathlib import Path
+
+from dcmpipe import DcmpipeError
+
+from . import _philips_par as par
+
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+NATIVE_SYNTAXES = {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"}
+
+# Private creators (SPEC 7): blocks are looked up by creator, never hard-coded.
+DD001 = (0x2001, "Philips Imaging DD 001")
+MR001 = (0x2005, "Philips MR Imaging DD 001")
+MR005 = (0x2005, "Philips MR Imaging DD 005")
+
+
+class PhilipsError(DcmpipeError):
+    """A file that cannot be converted; the message names the file and what is missing."""
+
+
+def private_tag(ds, creator: tuple, offset: int):
+    """The full tag of a private element in ``ds`` (a pydicom Dataset), or None if its block is absent."""
+    group, name = creator
+    for block in range(0x10, 0x100):
+        element = ds.get((group << 16) | block)
+        if element is None:
+            if block > 0x20:
+                return None
+            continue
+        value = element.value
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if str(value).strip() == name:
+            return (group << 16) | (block << 8) | offset
+    return None
+
+
+def pget(ds, creator: tuple, offset: int, default=None):
+    """The value of a private element by creator and offset (0x00-0xFF)."""
+    tag = private_tag(ds, creator, offset)
+    if tag is None:
+        return default
+    element = ds.get(tag)
+    if element is None or element.value is None or element.value == "":
+        return default
+    return element.value
+
+
+def _get(ds, keyword, default=None):
+    element = ds.get(keyword) if isinstance(keyword, int) else getattr(ds, keyword, None)
+    if element is None:
+        return default
+    if isinstance(keyword, int):
+        element = element.value
+    if element is None or element == "":
+        return default
+    return element
+
+
+def _num(value, default=0.0) -> float:
+    if value is None or value == "":
+        return default
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _flag(value) -> str:
+    text = str(value or "").strip().upper()
+    return "0" if text in ("", "N", "NO") else "1"
+
+
+def _code(value, names, what: str, where) -> int:
+    text = str(value or "").strip().upper()
+    try:
+        return names.index(text)
+    except ValueError:
+        raise PhilipsError(f"{where}: unknown {what} {text!r}") from None
+
+
+def _date(text) -> str:
+    text = str(text or "")
+    return f"{text[0:4]}.{text[4:6]}.{text[6:8]}" if len(text) >= 8 else text
+
+
+def _time(text) -> str:
+    text = str(text or "").replace(":", "")
+    return f"{text[0:2]}:{text[2:4]}:{text[4:6]}" if len(text) >= 6 else text
+
+
+def release_of(ds) -> int:
+    """The major software release (3 for '3.2.3', 5 for '5.7.1'); 3 when unknown."""
+    versions = _get(ds, "SoftwareVersions", "")
+    text = str(versions if isinstance(versions, str) else versions[0])
+    digits = ""
+    for char in text.strip().lstrip("Rr"):
+        if not char.isdigit():
+            break
+        digits += char
+    return int(digits) if digits else 3
+
+
+# -- checks ---------------------------------------------------------------------
+
+
+def check_philips_enhanced(ds, where) -> None:
+    """Refuse, in one line, what is not a Philips Enhanced MR object with the private groups needed."""
+    sop = str(_get(ds, "SOPClassUID", ""))
+    manufacturer = str(_get(ds, "Manufacturer", "")).strip()
+    if "PHILIPS" not in manufacturer.upper():
+        raise PhilipsError(f"{where}: not a Philips file (Manufacturer {manufacturer!r})")
+    if sop != ENHANCED_MR:
+        raise PhilipsError(f"{where}: not Enhanced MR Image Storage (SOP Class {sop or 'missing'})")
+    missing = []
+    if "PerFrameFunctionalGroupsSequence" not in ds or not ds.PerFrameFunctionalGroupsSequence:
+        missing.append("Per-frame Functional Groups Sequence (5200,9230)")
+    elif private_tag(ds.PerFrameFunctionalGroupsSequence[0], MR005, 0x0F) is None:
+        missing.append("private per-frame group (2005,140F) of 'Philips MR Imaging DD 005'")
+    if not pget(ds, DD001, 0x5F):
+        missing.append("MR Stack Sequence (2001,105F) of 'Philips Imaging DD 001'")
+    if missing:
+        raise PhilipsError(f"{where}: Philips Enhanced MR without " + ", ".join(missing))
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "1.2.840.10008.1.2.1"))
+    if syntax not in NATIVE_SYNTAXES:
+        raise PhilipsError(f"{where}: compressed pixel data (transfer syntax {syntax}) is not supported")
+
+
+# -- general information (SPEC 1.2) ----------------------------------------------
+
+
+def _stacks(ds) -> list:
+    return list(pget(ds, DD001, 0x5F) or [])
+
+
+def general_info(ds, release: int | None = None) -> dict:
+    """The 35 general-information values as the console prints them."""
+    release = release_of(ds) if release is None else release
+    stack = _stacks(ds)[0]
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    shared_private = pget(shared, MR005, 0x0E) if shared is not None else None
+    y_res = _get(shared_private[0], "NumberOfPhaseEncodingSteps") if shared_private else None
+    if y_res is None:
+        y_res = _get(ds, "NumberOfPhaseEncodingSteps", _get(ds, 0x00189231, 0))
+
+    def s(offset, creator=MR001):
+        return pget(stack, creator, offset, 0.0)
+
+    tr = pget(ds, MR001, 0x30, 0.0)
+    tr = list(tr) if isinstance(tr, (list, tuple)) or type(tr).__name__ == "MultiValue" else [tr]
+    venc = pget(ds, DD001, 0x1A, [0.0, 0.0, 0.0])
+    venc = list(venc) if not isinstance(venc, (int, float)) else [venc] * 3
+    exam_date = _get(ds, "PerformedProcedureStepStartDate") or _get(ds, "StudyDate", "")
+    exam_time = _get(ds, "PerformedProcedureStepStartTime") or _get(ds, "StudyTime", "")
+    position = str(_get(ds, "PatientPosition", "")).strip().upper()
+    values = [
+        str(_get(ds, "PatientName", "")),
+        str(_get(ds, "StudyDescription") or _get(ds, "PerformedProcedureStepDescription", "")),
+        str(_get(ds, "ProtocolName", "")),
+        f"{_date(exam_date)} / {_time(exam_time)}",
+        "Image   MRSERIES",
+        "%d" % _num(_get(ds, "AcquisitionNumber")),
+        "%d" % _num(pget(ds, DD001, 0x1D)),
+        par.scan_duration(_num(_get(ds, "AcquisitionDuration", pget(ds, MR001, 0x33))), release),
+        "%d" % _num(pget(ds, DD001, 0x17)),
+        "%d" % _num(pget(ds, DD001, 0x14)),
+        "%d" % _num(pget(ds, DD001, 0x18)),
+        "%d" % _num(pget(ds, DD001, 0x81)),
+        "%d" % _num(pget(ds, MR001, 0x21)),
+        par.POSITIONS.get(position, position),
+        par.PREP_DIR.get(str(pget(stack, MR001, 0x7B, "")).strip().upper(), ""),
+        str(pget(ds, DD001, 0x20, "")).strip(),
+        "%d  %d" % (_num(pget(ds, MR001, 0x1D)), _num(y_res)),
+        str(pget(ds, MR001, 0x6F, "")).strip(),
+        par.fmt_float_list([_num(v) for v in tr], "%.3f", "", "  ") if release < 5
+        else par.fmt_float_list([_num(v) for v in tr], "%.3f"),
+        par.fmt_float_list([_num(s(o)) for o in (0x74, 0x75, 0x76)], "%.3f"),
+        "%.3f" % _num(pget(ds, DD001, 0x22)),
+        par.fmt_float_list([_num(s(o)) for o in (0x71, 0x72, 0x73)], "%.3f"),
+        par.fmt_float_list([_num(s(o)) for o in (0x78, 0x79, 0x7A)], "%.3f"),
+        _flag(pget(ds, MR001, 0x16)),
+        _flag(pget(ds, MR001, 0x2F)),
+        par.fmt_float_list([_num(v) for v in venc], "%.6f"),
+        _flag(pget(ds, MR001, 0x1C)),
+        _flag(pget(ds, DD001, 0x21)),
+        "%d" % _num(pget(ds, DD001, 0x13)),
+        _flag(pget(ds, DD001, 0x12)),
+        _flag(pget(ds, MR001, 0x14)),
+        "%.4f" % _num(pget(ds, DD001, 0x11)),
+        "%d" % _num(pget(ds, MR005, 0x14)),
+        "%d" % _num(pget(ds, MR005, 0x15)),
+        "%d" % _num(pget(ds, MR005, 0x28)),
+    ]
+    return dict(zip(par.GENERAL_KEYS, values))
+
+
+# -- one record per frame (SPEC 1.3, 1.5) -------------------------------------------
+
+
+def _fg(frame, shared, sequence: str):
+    """The item of functional group ``sequence``: per-frame first, then shared."""
+    for holder in (frame, shared):
+        if holder is not None and sequence in holder:
+            seq = holder[sequence].value
+            if seq:
+                return seq[0]
+    return None
+
+
+def _fgv(frame, shared, sequence: str, keyword: str, default=None):
+    item = _fg(frame, shared, sequence)
+    if item is None:
+        return default
+    return _get(item, keyword, default)
+
+
+def frame_records(ds, where) -> list[dict]:
+    """One PAR image record per frame, in frame order (``index`` = frame number, 0-based)."""
+    frames = ds.PerFrameFunctionalGroupsSequence
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    stacks = _stacks(ds)
+    rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    top_spacing = _get(ds, "SpacingBetweenSlices")
+    stack_values = []
+    for stack in stacks:
+        stack_values.append({
+            "angulation_ap": _num(pget(stack, MR001, 0x71)), "angulation_fh": _num(pget(stack, MR001, 0x72)),
+            "angulation_rl": _num(pget(stack, MR001, 0x73)),
+            "slice_orientation": par.VIEW_AXIS.get(str(pget(stack, MR001, 0x81, "")).strip().upper(), 0),
+        })
+    records = []
+    for number, frame in enumerate(frames):
+        p_seq = pget(frame, MR005, 0x0F)
+        if not p_seq:
+            raise PhilipsError(f"{where}: frame {number + 1} has no private per-frame group (2005,140F)")
+        p = p_seq[0]
+        content = _fg(frame, None, "FrameContentSequence")
+        stack_id = _get(content, "StackID", "1") if content is not None else "1"
+        try:
+            stack = stack_values[int(str(stack_id).strip()) - 1]
+        except (ValueError, IndexError):
+            stack = stack_values[0]
+        spacing = _fgv(frame, shared, "PixelMeasuresSequence", "PixelSpacing") or _get(p, "PixelSpacing")
+        if spacing is None:
+            raise PhilipsError(f"{where}: frame {number + 1} has no Pixel Spacing")
+        row_spacing, col_spacing = float(spacing[0]), float(spacing[1])
+        thickness = _num(_fgv(frame, shared, "PixelMeasuresSequence", "SliceThickness", _get(p, "SliceThickness")))
+        between = _fgv(frame, shared, "PixelMeasuresSequence", "SpacingBetweenSlices")
+        if between is None:
+            between = _get(p, "SpacingBetweenSlices", top_spacing)
+        ipp = _fgv(frame, shared, "PlanePositionSequence", "ImagePositionPatient")
+        iop = _fgv(frame, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+        if ipp is None or iop is None:
+            raise PhilipsError(f"{where}: frame {number + 1} has no Plane Position/Orientation")
+        ipp = [float(v) for v in ipp]
+        iop = [float(v) for v in iop]
+        half_x = col_spacing * (columns - 1) / 2
+        half_y = row_spacing * (rows - 1) / 2
+        centre = [ipp[k] + iop[k] * half_x + iop[3 + k] * half_y for k in range(3)]
+        frame_type = _fg(frame, shared, "MRImageFrameTypeSequence")
+        contrast = str(_get(frame_type, "AcquisitionContrast", "UNKNOWN") if frame_type is not None
+                       else _get(ds, "AcquisitionContrast", "UNKNOWN")).strip().upper()
+        label = str(pget(p, MR005, 0x29, "")).strip().upper()
+        trigger = _get(p, "TriggerTime")
+        if trigger is None:
+            trigger = _fgv(frame, shared, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime", 0)
+        percent = _fgv(frame, shared, "MRFOVGeometrySequence", "PercentSampling", _get(ds, "PercentSampling", 100))
+        record = {
+            "slice": int(_num(pget(p, DD001, 0x0A, _get(content, "InStackPositionNumber", 1)))),
+            "echo": int(_num(_get(p, "EchoNumbers", 1))),
+            "dynamic": int(_num(_get(p, "TemporalPositionIdentifier",
+                                     _get(content, "TemporalPositionIndex", 1) if content is not None else 1))),
+            "phase": int(_num(pget(p, DD001, 0x08, 1))),
+            "type": _code(pget(p, MR001, 0x11, "M"), par.IMAGE_TYPES, "image type (2005,1011)", where),
+            "sequence": _code(pget(p, MR001, 0x6E, "UNSPECIFIED"), par.SEQUENCES,
+                              "scanning sequence (2005,106E)", where),
+            "index": number,
+            "bits": bits,
+            "scan_percentage": int(_num(percent, 100)),
+            "recon_x": columns, "recon_y": rows,
+            "rescale_intercept": _num(_fgv(frame, shared, "PixelValueTransformationSequence", "RescaleIntercept",
+                                           _get(p, "RescaleIntercept", 0))),
+            "rescale_slope": _num(_fgv(frame, shared, "PixelValueTransformationSequence", "RescaleSlope",
+                                       _get(p, "RescaleSlope", 1)), 1.0),
+            "scale_slope": _num(pget(p, MR001, 0x0E), 1.0),
+            "window_center": _round(_fgv(frame, shared, "FrameVOILUTSequence", "WindowCenter",
+                                         _get(p, "WindowCenter", 0))),
+            "window_width": _round(_fgv(frame, shared, "FrameVOILUTSequence", "WindowWidth",
+                                        _get(p, "WindowWidth", 0))),
+            **{k: stack[k] for k in ("angulation_ap", "angulation_fh", "angulation_rl")},
+            "offcentre_ap": centre[1], "offcentre_fh": centre[2], "offcentre_rl": centre[0],
+            "thickness": thickness,
+            "gap": (_num(between) - thickness) if between is not None else 0.0,
+            "display_orientation": par.DISPLAY.index(str(pget(p, MR001, 0x04, "NONE")).strip().upper())
+            if str(pget(p, MR001, 0x04, "NONE")).strip().upper() in par.DISPLAY else 0,
+            "slice_orientation": stack["slice_orientation"],
+            "fmri_status": int(_num(pget(p, MR001, 0x63, 0))),
+            "ed_es": par.ED_ES.get(str(pget(p, DD001, 0x07, "U")).strip().upper(), 2),
+            "spacing_x": col_spacing, "spacing_y": row_spacing,
+            "echo_time": _num(_get(p, "EchoTime", _fgv(frame, shared, "MREchoSequence", "EffectiveEchoTime", 0))),
+            "dyn_time": _num(pget(p, MR001, 0xA0, 0)),
+            "trigger_time": _num(trigger),
+            "b_factor": _num(pget(p, DD001, 0x03, _fgv(frame, shared, "MRDiffusionSequence", "DiffusionBValue", 0))),
+            "averages": int(_num(_get(p, "NumberOfAverages", 1))),
+            "flip_angle": _num(_get(p, "FlipAngle", 0)),
+            "heart_rate": int(_num(_get(p, "HeartRate", 0))),
+            "rr_low": int(_num(_get(p, "LowRRValue", 0))),
+            "rr_high": int(_num(_get(p, "HighRRValue", 0))),
+            "turbo": int(_num(_get(p, "EchoTrainLength", 0))),
+            "inversion_delay": _num(_get(p, "InversionTime", 0)),
+            "b_number": int(_num(pget(p, MR005, 0x12, 1))),
+            "gradient_number": int(_num(pget(p, MR005, 0x13, 1))),
+            "contrast": par.CONTRASTS.index(contrast) if contrast in par.CONTRASTS else par.CONTRASTS.index("UNKNOWN"),
+            "anisotropy": par.ANISOTROPY.get(str(_get(p, "DiffusionAnisotropyType", "")).strip().upper(), 0),
+            "diffusion_ap": _num(pget(p, MR001, 0xB1, 0)),
+            "diffusion_fh": _num(pget(p, MR001, 0xB2, 0)),
+            "diffusion_rl": _num(pget(p, MR001, 0xB0, 0)),
+            "label": 2 if label == "LABEL" else 1,
+        }
+        records.append(record)
+    return records
+
+
+def _round(value) -> int:
+    number = _num(value)
+    return int(math.floor(number + 0.5))
+
+
+import math  # noqa: E402  (used by _round; kept beside it)
+
+
+def par_order(ds, records: list[dict]) -> list[dict]:
+    """The records in the console's row order, ``index`` renumbered to the row (SPEC 1.6)."""
+    mode3d = str(pget(ds, MR001, 0x6F, "")).strip().upper() == "3D"
+    ordered = sorted(records, key=lambda r: par.row_sort_key(mode3d, r))
+    out = []
+    for row, record in enumerate(ordered):
+        copy = dict(record)
+        copy["frame"] = record["index"]
+        copy["index"] = row
+        out.append(copy)
+    return out
+
+
+# -- pixel data without pydicom: the frames' bytes where they lie in the file ---------
+
+
+def pixel_data_offset(path: Path, nbytes: int, explicit: bool = True) -> int:
+    """The file offset of the Pixel Data value of length ``nbytes`` (native, uncompressed)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        length = struct.pack("<I", nbytes + (nbytes & 1))
+        candidates = ([b"\xe0\x7f\x10\x00OW\x00\x00" + length, b"\xe0\x7f\x10\x00OB\x00\x00" + length]
+                      if explicit else [b"\xe0\x7f\x10\x00" + length])
+        for needle in candidates:
+            at = mm.rfind(needle)
+            if at >= 0 and at + len(needle) + nbytes <= size:
+                return at + len(needle)
+    raise PhilipsError(f"{path}: pixel data of {nbytes} bytes not found (truncated file?)")
+
+
+# -- writing PAR/REC ---------------------------------------------------------------------
+
+
+def read_header(path: Path):
+    """The pydicom data set without pixel data; a one-line error for what pydicom cannot read."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise PhilipsError(f"{path}: not a DICOM file") from None
+    except (OSError, EOFError, ValueError, struct.error) as exc:
+        raise PhilipsError(f"{path}: cannot read the DICOM header ({exc})") from None
+
+
+def frame_bytes(ds) -> int:
+    return int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
+
+
+def _streamed_file(target: Path, chunks) -> str:
+    """Write ``chunks`` (bytes-like) to ``target`` through a fsynced temporary file; never overwrite."""
+    from dcmpipe.safefile import PART_SUFFIX, makedirs, transfer
+
+    target = Path(target)
+    makedirs(target.parent)
+    tmp = target.parent / f".{target.name}.{os.getpid()}{PART_SUFFIX}"
+    try:
+        with open(tmp, "xb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        done = transfer(tmp, target, "move")
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return "written" if done == "moved" else done
+
+
+def rec_chunks(path: Path, offset: int, size: int, order: list[int], chunk_bytes: int = 8 << 20):
+    """The frames of ``path`` (``size`` bytes each from ``offset``) in ``order``, as few large chunks.
+
+    The file is memory-mapped: the pages are the only copy of the pixel data in
+    memory, and the chunks are copied out a few megabytes at a time.
+    """
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    count = len(order)
+    frames = np.frombuffer(mm, dtype=np.uint8, count=size * (max(order) + 1), offset=offset).reshape(-1, size)
+    per_chunk = max(1, chunk_bytes // max(size, 1))
+    index = np.asarray(order, dtype=np.intp)
+    for start in range(0, count, per_chunk):
+        part = index[start:start + per_chunk]
+        if len(part) > 1 and np.all(np.diff(part) == 1):
+            yield frames[part[0]:part[-1] + 1].data  # a view: no copy
+        else:
+            yield frames[part].data
+    # The map closes when the last view of it is gone (mmap refuses to close while views exist).
+
+
+def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4.2") -> list[Path]:
+    """Write ``outdir/stem.PAR`` and ``.REC`` for one Philips Enhanced MR file; return both paths."""
+    from dcmpipe.safefile import TargetExistsError, write_atomic
+
+    path = Path(path)
+    ds = read_header(path)
+    check_philips_enhanced(ds, path)
+    stem = stem or path.stem
+    par_path, rec_path = Path(outdir) / f"{stem}.PAR", Path(outdir) / f"{stem}.REC"
+    records = par_order(ds, frame_records(ds, path))
+    general = general_info(ds)
+    text = par.format_par(general, records, version, dataset_name=str(Path(outdir) / stem))
+    size = frame_bytes(ds)
+    nframes = int(ds.NumberOfFrames)
+    if nframes != len(records):
+        raise PhilipsError(f"{path}: Number of Frames {nframes} but {len(records)} per-frame items")
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    offset = pixel_data_offset(path, size * nframes, explicit=syntax != "1.2.840.10008.1.2")
+    # Refuse before writing anything when a different PAR is in the way.
+    if par_path.exists() and par_path.read_bytes() != text:
+        raise TargetExistsError(par_path)
+    _streamed_file(rec_path, rec_chunks(path, offset, size, [r["frame"] for r in records]))
+    write_atomic(par_path, text)
+    return [par_path, rec_path]

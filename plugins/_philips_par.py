@@ -1,0 +1,379 @@
+"""Philips PAR/REC: the console's text layout, written from Enhanced MR and read back.
+
+Shared by the dcm2par, parrec and dcms2e plugins (not a plugin itself).
+The rules follow ../shared/philips/SPEC.md section 1; what was checked byte for
+byte against the console is said in docs/plugins/dcm2par.md.
+
+Nothing here imports pydicom or numpy at module level.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+CRLF = "\r\n"
+VERSIONS = ("4", "4.1", "4.2")
+
+# -- enumerations (SPEC 1.4): Philips codes are 0-based indices ---------------
+
+IMAGE_TYPES = ("M R I P CR T0 T1 T2 RHO SPECTRO DERIVED ADC RCBV RCBF MTT TTP FA EADC B0 DELAY MAXRELENH "
+               "RELENH MAXENH WASHIN WASHOUT BREVENH AREACURV ANATOMIC T_TEST STD_DEVIATION PERFUSION "
+               "T2_STAR R2 R2_STAR W IP OP F SPARE1 SPARE2").split()
+SEQUENCES = "IR SE FFE DERIVED PCA UNSPECIFIED SPECTRO SI".split()
+CONTRASTS = ("DIFFUSION FLOW_ENCODED FLUID_ATTENUATED PERFUSION PROTON_DENSITY STIR TAGGING T1 T2 T2_STAR "
+             "TOF UNKNOWN MIXED").split()
+DISPLAY = "NONE RIGHT90 RIGHT180 LEFT90 VM RIGHT90VM RIGHT180VM LEFT90VM".split()
+ED_ES = {"ED": 0, "ES": 1, "U": 2}
+ANISOTROPY = {"FRACTIONAL": 0, "RELATIVE": 1, "VOLUME_RATIO": 2, "": 0}
+VIEW_AXIS = {"FH": 1, "RL": 2, "AP": 3}
+PREP_DIR = {"AP": "Anterior-Posterior", "RL": "Right-Left", "FH": "Feet-Head"}
+POSITIONS = {"HFS": "Head First Supine", "HFP": "Head First Prone", "FFS": "Feet First Supine",
+             "FFP": "Feet First Prone", "HFDR": "Head First Decubitus Right",
+             "HFDL": "Head First Decubitus Left", "FFDR": "Feet First Decubitus Right",
+             "FFDL": "Feet First Decubitus Left"}
+# Row order within one echo: real, imaginary, magnitude, phase, then the rest by code (SPEC 1.6).
+TYPE_RANK = {1: 0, 2: 1, 0: 2, 3: 3}
+
+# -- the fixed text of a console PAR (SPEC 1.1) ---------------------------------
+
+HEAD = """# === DATA DESCRIPTION FILE ======================================================
+#
+# CAUTION - Investigational device.
+# Limited by Federal Law to investigational use.
+#
+# Dataset name: {name}
+#
+# CLINICAL TRYOUT             Research image export tool     V{version}
+#
+# === GENERAL INFORMATION ========================================================
+#"""
+
+PIXEL_VALUES = """#
+# === PIXEL VALUES =============================================================
+#  PV = pixel value in REC file, FP = floating point value, DV = displayed value on console
+#  RS = rescale slope,           RI = rescale intercept,    SS = scale slope
+#  DV = PV * RS + RI             FP = DV / (RS * SS)
+#
+# === IMAGE INFORMATION DEFINITION =============================================
+#  The rest of this file contains ONE line per image, this line contains the following information:
+#"""
+
+DEFINITIONS = [
+    ("slice number", "integer"), ("echo number", "integer"), ("dynamic scan number", "integer"),
+    ("cardiac phase number", "integer"), ("image_type_mr", "integer"), ("scanning sequence", "integer"),
+    ("index in REC file (in images)", "integer"), ("image pixel size (in bits)", "integer"),
+    ("scan percentage", "integer"), ("recon resolution (x y)", "2*integer"), ("rescale intercept", "float"),
+    ("rescale slope", "float"), ("scale slope", "float"), ("window center", "integer"),
+    ("window width", "integer"), ("image angulation (ap,fh,rl in degrees )", "3*float"),
+    ("image offcentre (ap,fh,rl in mm )", "3*float"), ("slice thickness (in mm )", "float"),
+    ("slice gap (in mm )", "float"), ("image_display_orientation", "integer"),
+    ("slice orientation ( TRA/SAG/COR )", "integer"), ("fmri_status_indication", "integer"),
+    ("image_type_ed_es  (end diast/end syst)", "integer"), ("pixel spacing (x,y) (in mm)", "2*float"),
+    ("echo_time", "float"), ("dyn_scan_begin_time", "float"), ("trigger_time", "float"),
+    ("diffusion_b_factor", "float"), ("number of averages", "integer"),
+    ("image_flip_angle (in degrees)", "float"), ("cardiac frequency   (bpm)", "integer"),
+    ("minimum RR-interval (in ms)", "integer"), ("maximum RR-interval (in ms)", "integer"),
+    ("TURBO factor  <0=no turbo>", "integer"), ("Inversion delay (in ms)", "float"),
+    # V4.1
+    ("diffusion b value number    (imagekey!)", "integer"), ("gradient orientation number (imagekey!)", "integer"),
+    ("contrast type", "string"), ("diffusion anisotropy type", "string"), ("diffusion (ap, fh, rl)", "3*float"),
+    # V4.2
+    ("label type (ASL)            (imagekey!)", "integer"),
+]
+N_DEFINITIONS = {"4": 35, "4.1": 40, "4.2": 41}
+N_COLUMNS = {"4": 41, "4.1": 48, "4.2": 49}
+
+COLUMN_HEADER = ("#  sl ec  dyn ph ty    idx pix scan% rec size                (re)scale              window"
+                 "        angulation              offcentre        thick   gap   info      spacing     echo"
+                 "     dtime   ttime    diff  avg  flip    freq   RR-int  turbo delay")
+COLUMN_HEADER_41 = " b grad cont anis         diffusion"
+COLUMN_HEADER_42 = "       L.ty"
+
+IMAGE_BANNER = "# === IMAGE INFORMATION =========================================================="
+END_BANNER = "# === END OF DATA DESCRIPTION FILE ==============================================="
+
+GENERAL_KEYS = [
+    "Patient name", "Examination name", "Protocol name", "Examination date/time", "Series Type",
+    "Acquisition nr", "Reconstruction nr", "Scan Duration [sec]", "Max. number of cardiac phases",
+    "Max. number of echoes", "Max. number of slices/locations", "Max. number of dynamics",
+    "Max. number of mixes", "Patient position", "Preparation direction", "Technique",
+    "Scan resolution  (x, y)", "Scan mode", "Repetition time [ms]", "FOV (ap,fh,rl) [mm]",
+    "Water Fat shift [pixels]", "Angulation midslice(ap,fh,rl)[degr]", "Off Centre midslice(ap,fh,rl) [mm]",
+    "Flow compensation <0=no 1=yes> ?", "Presaturation     <0=no 1=yes> ?", "Phase encoding velocity [cm/sec]",
+    "MTC               <0=no 1=yes> ?", "SPIR              <0=no 1=yes> ?", "EPI factor        <0,1=no EPI>",
+    "Dynamic scan      <0=no 1=yes> ?", "Diffusion         <0=no 1=yes> ?", "Diffusion echo time [ms]",
+    # V4.1
+    "Max. number of diffusion values", "Max. number of gradient orients",
+    # V4.2
+    "Number of label types   <0=no ASL>",
+]
+N_GENERAL = {"4": 32, "4.1": 34, "4.2": 35}
+
+# One image line: the column fields of SPEC 1.3 as (name, V4.2 format, V4.1 format, V4 format).
+# Names are the keys of an image record (a dict); a pair of fields shares one name with a suffix.
+LINE_FORMAT = [
+    ("slice", "%3d", "%3d", "%3d"),
+    ("echo", " %3d", " %2d", " %2d"),
+    ("dynamic", " %4d", " %3d", " %3d"),
+    ("phase", " %2d", " %2d", " %2d"),
+    ("type", " %1d", " %1d", " %1d"),
+    ("sequence", " %1d", " %1d", " %1d"),
+    ("index", " %5d", " %3d", " %3d"),
+    ("bits", " %3d", " %2d", " %2d"),
+    ("scan_percentage", " %5d", " %3d", " %3d"),
+    ("recon_x", " %4d", "  %d", "  %d"),
+    ("recon_y", " %4d", " %d", " %d"),
+    ("rescale_intercept", " %11.5f", " %9.5f", " %6.1f"),
+    ("rescale_slope", " %9.5f", " %9.5f", " %6.3f"),
+    ("scale_slope", " %E3", " %E3", " %10.3e"),
+    ("window_center", " %5d", " %5d", " %5d"),
+    ("window_width", " %5d", " %5d", " %5d"),
+    ("angulation_ap", " %6.2f", " %6.2f", " %5.1f"),
+    ("angulation_fh", " %6.2f", " %6.2f", " %5.1f"),
+    ("angulation_rl", " %6.2f", " %6.2f", " %5.1f"),
+    ("offcentre_ap", " %7.2f", " %7.2f", " %6.1f"),
+    ("offcentre_fh", " %7.2f", " %7.2f", " %6.1f"),
+    ("offcentre_rl", " %7.2f", " %7.2f", " %6.1f"),
+    ("thickness", " %6.3f", " %6.3f", " %4.1f"),
+    ("gap", " %6.3f", " %6.3f", " %.1f"),
+    ("display_orientation", " %1d", " %1d", " %1d"),
+    ("slice_orientation", " %1d", " %1d", " %1d"),
+    ("fmri_status", " %1d", " %1d", " %1d"),
+    ("ed_es", " %1d", " %1d", " %1d"),
+    ("spacing_x", " %6.3f", " %6.3f", "  %5.3f"),
+    ("spacing_y", " %6.3f", " %6.3f", "  %5.3f"),
+    ("echo_time", " %6.2f", " %5.2f", " %5.1f"),
+    ("dyn_time", " %7.2f", " %7.2f", " %5.1f"),
+    ("trigger_time", " %8.2f", " %7.2f", " %5.1f"),
+    ("b_factor", " %7.2f", " %7.2f", " %6.3f"),
+    ("averages", " %3d", " %3d", " %d"),
+    ("flip_angle", " %7.2f", " %7.2f", " %5.1f"),
+    ("heart_rate", " %5d", " %5d", " %3d"),
+    ("rr_low", " %4d", " %4d", " %4d"),
+    ("rr_high", " %4d", " %4d", " %d"),
+    ("turbo", " %5d", " %5d", " %2d"),
+    ("inversion_delay", " %5.1f", " %5.1f", " %5.1f"),
+    ("b_number", " %2d", " %d", None),
+    ("gradient_number", " %3d", " %4d", None),
+    ("contrast", " %4d", " %4d", None),
+    ("anisotropy", " %4d", " %4d", None),
+    ("diffusion_ap", " %7.3f", " %8.3f", None),
+    ("diffusion_fh", " %8.3f", " %8.3f", None),
+    ("diffusion_rl", " %8.3f", " %8.3f", None),
+    ("label", " %2d", None, None),
+]
+COLUMNS = [name for name, *_ in LINE_FORMAT]
+INT_COLUMNS = {name for name, f42, *_ in LINE_FORMAT if f42.endswith("d")}
+_FORMAT_INDEX = {"4.2": 0, "4.1": 1, "4": 2}
+
+
+def _e3(value: float) -> str:
+    """``%.5e`` with a 3-digit exponent, as the Windows C library prints it: 4.28404e-003."""
+    text = "%.5e" % value
+    mantissa, exponent = text.split("e")
+    return "%se%s%03d" % (mantissa, exponent[0], abs(int(exponent)))
+
+
+def line_formatter(version: str):
+    """A function that formats one image record (a dict) as a PAR line of ``version``."""
+    parts = []
+    for name, *formats in LINE_FORMAT:
+        fmt = formats[_FORMAT_INDEX[version]]
+        if fmt is None:
+            continue
+        parts.append((name, fmt, fmt.endswith("d")))
+
+    def fmt_line(record: dict) -> str:
+        out = []
+        for name, fmt, is_int in parts:
+            value = record[name]
+            if fmt.endswith("E3"):
+                out.append(fmt[:-3] + _e3(value))
+            elif is_int:
+                out.append(fmt % int(value))
+            else:
+                out.append(fmt % value)
+        return "".join(out)
+
+    return fmt_line
+
+
+def row_sort_key(mode3d: bool, record: dict) -> tuple:
+    """The console's row order, slowest key first (SPEC 1.6)."""
+    type_rank = TYPE_RANK.get(record["type"], 4 + record["type"])
+    if mode3d:
+        return (record["dynamic"], record["slice"], record["label"], record["phase"], record["gradient_number"],
+                record["b_number"], record["echo"], type_rank, record["sequence"])
+    return (record["dynamic"], record["phase"], record["label"], record["gradient_number"], record["b_number"],
+            record["echo"], type_rank, record["sequence"], record["slice"])
+
+
+def general_line(key: str, value: str) -> str:
+    return ".    " + key.ljust(35) + ":   " + value
+
+
+def format_par(general: dict, records: list[dict], version: str = "4.2", dataset_name: str = "") -> bytes:
+    """The whole PAR file (latin-1, CRLF) for ``general`` values and ordered image ``records``."""
+    if version not in VERSIONS:
+        raise ValueError(f"PAR version must be one of {', '.join(VERSIONS)}, not {version!r}")
+    lines = HEAD.format(name=dataset_name, version=version).split("\n")
+    for key in GENERAL_KEYS[:N_GENERAL[version]]:
+        lines.append(general_line(key, general[key]))
+    lines += PIXEL_VALUES.split("\n")
+    for description, kind in DEFINITIONS[:N_DEFINITIONS[version]]:
+        lines.append("#  " + description.ljust(40) + " (" + kind + ")")
+    lines += ["#", IMAGE_BANNER]
+    header = COLUMN_HEADER
+    if version in ("4.1", "4.2"):
+        header += COLUMN_HEADER_41
+    if version == "4.2":
+        header += COLUMN_HEADER_42
+    lines += [header, ""]
+    fmt = line_formatter(version)
+    lines += [fmt(r) for r in records]
+    lines += ["", END_BANNER, ""]
+    return CRLF.join(lines).encode("latin-1", errors="replace")
+
+
+# -- reading PAR (SPEC 1.7: tolerant) -------------------------------------------
+
+
+class ParError(ValueError):
+    """A PAR file that cannot be read; the message says why."""
+
+
+@dataclass
+class ParFile:
+    """A parsed PAR header: version, general information and one record per image line."""
+
+    version: str
+    general: dict          # key (as written) -> value text
+    records: list[dict]    # one per image line, keys = COLUMNS (missing columns absent)
+    dataset_name: str = ""
+    general_lower: dict = field(default_factory=dict)
+
+    def get(self, key: str, default=None):
+        """A general-information value by key, case-insensitively and ignoring units in brackets."""
+        return self.general_lower.get(_norm_key(key), default)
+
+    def image_bytes(self) -> int:
+        first = self.records[0]
+        return first["recon_x"] * first["recon_y"] * first["bits"] // 8
+
+
+def _norm_key(key: str) -> str:
+    key = key.lower().replace("_", " ")
+    key = re.sub(r"\[.*?\]|<.*?>|\(.*?\)|\?", "", key)
+    return " ".join(key.split())
+
+
+_VERSION_RE = re.compile(r"image export tool\s+V?(\d+(?:\.\d+)?)", re.I)
+_ENUMS = {"contrast": {name: i for i, name in enumerate(CONTRASTS)}, "anisotropy": ANISOTROPY}
+
+
+def parse_par(text: str, name: str = "PAR") -> ParFile:
+    """Parse PAR text: LF or CRLF, key variants, image lines located by their index column."""
+    version = None
+    general: dict = {}
+    lines = text.splitlines()
+    dataset_name = ""
+    image_part = False
+    rows: list[list[str]] = []
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            match = _VERSION_RE.search(stripped)
+            if match and version is None:
+                version = match.group(1)
+            if "dataset name:" in stripped.lower():
+                dataset_name = stripped.split(":", 1)[1].strip()
+            if "IMAGE INFORMATION" in stripped and "DEFINITION" not in stripped:
+                image_part = True
+            continue
+        if stripped.startswith("."):
+            key, sep, value = stripped[1:].partition(":")
+            if sep:
+                general[key.strip()] = value.strip()
+            continue
+        if image_part and stripped[0].isdigit() or (image_part and stripped[0] == "-"):
+            rows.append(stripped.split())
+    if version is None:
+        raise ParError(f"{name}: not a PAR file (no 'image export tool' version line)")
+    if version not in VERSIONS:
+        version = "4.2" if version.startswith("4.2") else "4.1" if version.startswith("4.1") else "4"
+    if not rows:
+        raise ParError(f"{name}: no image lines")
+    ncols = N_COLUMNS[version]
+    width = _field_widths(version)
+    records = []
+    for number, row in enumerate(rows, 1):
+        if len(row) < sum(width[:ncols]):
+            raise ParError(f"{name}: image line {number} has {len(row)} fields, V{version} needs "
+                           f"{sum(width[:ncols])}")
+        records.append(_record_of(row, version))
+    general_lower = {_norm_key(k): v for k, v in general.items()}
+    return ParFile(version, general, records, dataset_name, general_lower)
+
+
+def _field_widths(version: str) -> list[int]:
+    # every column is one whitespace-separated field
+    return [1] * len(LINE_FORMAT)
+
+
+def _record_of(fields: list[str], version: str) -> dict:
+    record = {}
+    names = COLUMNS[:N_COLUMNS[version]]
+    for name, text in zip(names, fields):
+        if name in _ENUMS:
+            try:
+                record[name] = int(float(text))
+            except ValueError:
+                record[name] = _ENUMS[name].get(text.upper(), 0)
+        elif name in INT_COLUMNS:
+            record[name] = int(float(text))
+        else:
+            record[name] = float(text)
+    record.setdefault("label", 1)
+    for name in ("b_number", "gradient_number"):
+        record.setdefault(name, 1)
+    return record
+
+
+def fix_offcentre_order(par: ParFile) -> bool:
+    """Some V4 exports list image offcentres as (rl, ap, fh); detect and reorder (SPEC 1.7).
+
+    Returns True when the columns were reordered.
+    """
+    if par.version != "4":
+        return False
+    text = par.get("Off Centre midslice(ap,fh,rl) [mm]")
+    try:
+        ap, fh, rl = (float(v) for v in (text or "").split())
+    except ValueError:
+        return False
+    mean = [sum(r[k] for r in par.records) / len(par.records) for k in ("offcentre_ap", "offcentre_fh",
+                                                                          "offcentre_rl")]
+    as_is = abs(mean[0] - ap) + abs(mean[1] - fh) + abs(mean[2] - rl)
+    rotated = abs(mean[1] - ap) + abs(mean[2] - fh) + abs(mean[0] - rl)
+    if rotated + 1e-6 < as_is:
+        for r in par.records:
+            r["offcentre_ap"], r["offcentre_fh"], r["offcentre_rl"] = (r["offcentre_fh"], r["offcentre_rl"],
+                                                                       r["offcentre_ap"])
+        return True
+    return False
+
+
+def fmt_float_list(values, fmt: str, sep: str = "  ", trailing: str = "") -> str:
+    return sep.join(fmt % v for v in values) + trailing
+
+
+def scan_duration(seconds: float, release: int) -> str:
+    """Scan Duration as the console prints it (SPEC 1.2 row 8, A3)."""
+    if release >= 5:
+        return "%.2f" % seconds
+    text = "%.1f" % (math.floor(seconds * 10 + 0.5) / 10)
+    return text[:-2] if text.endswith(".0") else text

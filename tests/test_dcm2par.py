@@ -1,0 +1,169 @@
+"""dcm2par: Philips Enhanced MR -> PAR/REC, checked against the console's own exports."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, SHARED, run_cli
+
+PHILIPS = DATA / "philips"
+BALLS = SHARED / "philips" / "nitest-balls1"
+PAIRS = ["T1", "T2", "T2-interleaved", "T2_", "DTI"]
+
+
+def _without_dataset_name(data: bytes) -> list[bytes]:
+    return [line for line in data.split(b"\r\n") if not line.startswith(b"# Dataset name:")]
+
+
+def _pair(name: str) -> tuple[Path, Path]:
+    """(Enhanced DICOM, console PAR) for one scan; the bundled copy first, else ../shared."""
+    if (PHILIPS / f"{name}.dcm").exists():
+        return PHILIPS / f"{name}.dcm", PHILIPS / f"{name}.PAR"
+    if not (BALLS / "DICOM" / f"{name}.dcm").exists():
+        pytest.skip(f"nitest-balls1 not found at {BALLS}")
+    return BALLS / "DICOM" / f"{name}.dcm", BALLS / "PARREC" / f"{name}.PAR"
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_par_and_rec_are_byte_identical_to_the_console(tmp_path, name):
+    dicom, console_par = _pair(name)
+    result = run_cli("dcm2par", "-q", "-o", tmp_path, dicom)
+    assert result.returncode == 0, result.stderr
+    ours = (tmp_path / f"{name}.PAR").read_bytes()
+    theirs = console_par.read_bytes()
+    # Everything but the console's export path, line ends included.
+    assert ours.count(b"\r\n") == ours.count(b"\n") and ours.endswith(b"\r\n")
+    assert _without_dataset_name(ours) == _without_dataset_name(theirs)
+    assert f"# Dataset name: {tmp_path / name}".encode() in ours
+    assert (tmp_path / f"{name}.REC").read_bytes() == console_par.with_suffix(".REC").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["T2_", "DTI", "T1"])
+def test_nibabel_reads_ours_as_it_reads_the_consoles(tmp_path, name):
+    nib = pytest.importorskip("nibabel")
+    import numpy as np
+
+    dicom, console_par = _pair(name)
+    assert run_cli("dcm2par", "-q", "-o", tmp_path, dicom).returncode == 0
+    ours, theirs = nib.load(tmp_path / f"{name}.PAR"), nib.load(console_par)
+    assert ours.shape == theirs.shape
+    assert np.array_equal(ours.get_fdata(), theirs.get_fdata())
+    assert np.allclose(ours.affine, theirs.affine)
+    for scaling in ("dv", "fp"):
+        assert np.array_equal(ours.header.get_data_scaling(scaling)[0], theirs.header.get_data_scaling(scaling)[0])
+
+
+@pytest.mark.parametrize("version", ["4", "4.1"])
+def test_older_versions_load_in_nibabel_with_the_same_data(tmp_path, version):
+    nib = pytest.importorskip("nibabel")
+    import numpy as np
+
+    dicom, console_par = _pair("T2_")
+    assert run_cli("dcm2par", "-q", "--version", version, "-o", tmp_path, dicom).returncode == 0
+    text = (tmp_path / "T2_.PAR").read_bytes()
+    assert f"Research image export tool     V{version}\r\n".encode() in text
+    assert (b"Number of label types" in text) is False
+    ours, theirs = nib.load(tmp_path / "T2_.PAR"), nib.load(console_par)
+    assert np.array_equal(ours.dataobj.get_unscaled(), theirs.dataobj.get_unscaled())
+    # V4 prints slopes with fewer decimals (%6.3f): scaled values agree to that precision
+    assert np.allclose(ours.get_fdata(), theirs.get_fdata(), rtol=2e-3)
+    assert np.allclose(ours.affine, theirs.affine, atol=0.5)  # angulations with one decimal
+
+
+def test_dcm2niix_converts_ours(tmp_path):
+    if shutil.which("dcm2niix") is None:
+        pytest.skip("dcm2niix not installed")
+    nib = pytest.importorskip("nibabel")
+    import numpy as np
+
+    dicom, console_par = _pair("T2_")
+    assert run_cli("dcm2par", "-q", "-o", tmp_path / "par", dicom).returncode == 0
+    for folder, par in (("ours", tmp_path / "par" / "T2_.PAR"), ("theirs", console_par)):
+        (tmp_path / folder).mkdir()
+        done = subprocess.run(["dcm2niix", "-b", "n", "-o", tmp_path / folder, "-f", "out", par],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    ours, theirs = nib.load(tmp_path / "ours" / "out.nii"), nib.load(tmp_path / "theirs" / "out.nii")
+    assert ours.shape == theirs.shape == (80, 80, 10, 2)
+    assert np.array_equal(ours.get_fdata(), theirs.get_fdata())
+    assert np.allclose(ours.affine, theirs.affine)
+
+
+def _modified(tmp_path: Path, change) -> Path:
+    import pydicom
+
+    ds = pydicom.dcmread(PHILIPS / "T2_.dcm")
+    change(ds)
+    out = tmp_path / "changed.dcm"
+    ds.save_as(out)
+    return out
+
+
+def _drop_private_frames(ds):
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        for tag in [t for t in frame.keys() if t.group == 0x2005]:
+            del frame[tag]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda ds: setattr(ds, "Manufacturer", "ACME"), "not a Philips file (Manufacturer 'ACME')"),
+    (lambda ds: setattr(ds, "SOPClassUID", "1.2.840.10008.5.1.4.1.1.4"), "not Enhanced MR Image Storage"),
+    (_drop_private_frames, "without private per-frame group (2005,140F)"),
+    (lambda ds: ds.__delitem__(0x2001105F), "without MR Stack Sequence (2001,105F)"),
+])
+def test_refuses_what_it_cannot_convert_in_one_line(tmp_path, change, message):
+    bad = _modified(tmp_path, change)
+    result = run_cli("dcm2par", "-o", tmp_path / "out", bad)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if message in line]
+    assert errors and str(bad) in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_not_dicom_and_stripped_enhanced_files_fail_cleanly(tmp_path):
+    text = tmp_path / "notes.dcm"
+    text.write_text("not DICOM")
+    stripped = DATA / "emri_small.dcm"  # an "Enhanced MR" without functional groups (pydicom-data)
+    result = run_cli("dcm2par", "-o", tmp_path / "out", text, stripped)
+    assert result.returncode == 1
+    assert f"{text}: " in result.stderr and "Traceback" not in result.stderr
+    assert f"{stripped}: export 'dcm2par': not a Philips file" in result.stderr
+
+
+def test_never_overwrites_a_different_par(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "T2_.PAR").write_bytes(b"someone else's PAR\r\n")
+    result = run_cli("dcm2par", "-o", out, PHILIPS / "T2_.dcm")
+    assert result.returncode == 1
+    assert "a different file already exists" in result.stderr
+    assert not (out / "T2_.REC").exists()
+    assert (out / "T2_.PAR").read_bytes() == b"someone else's PAR\r\n"
+    # the same conversion twice is fine: identical files count as done
+    assert run_cli("dcm2par", "-q", "-o", tmp_path / "again", PHILIPS / "T2_.dcm").returncode == 0
+    assert run_cli("dcm2par", "-q", "-o", tmp_path / "again", PHILIPS / "T2_.dcm").returncode == 0
+
+
+def test_recipe_step_with_a_route_and_a_name(tmp_path):
+    from dcmpipe.testing import run
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(PHILIPS / "T2_.dcm", src / "scan.dcm")
+    recipe = {"step": [{"read": "files", "path": [str(src)], "settle": 0},
+                       {"export": "dcm2par", "outdir": str(tmp_path / "par")}]}
+    summary = run(recipe, base_dir=tmp_path)
+    assert summary.exit_code == 0 and summary.written == 1
+    assert (tmp_path / "par" / "scan.REC").read_bytes() == (PHILIPS / "T2_.REC").read_bytes()
+
+
+def test_print_recipe_and_help():
+    result = run_cli("dcm2par", "--print-recipe", "-o", "out", PHILIPS / "T2_.dcm")
+    assert result.returncode == 0
+    assert 'export = "dcm2par"' in result.stdout and 'version = "4.2"' in result.stdout
+    assert "Examples:" in run_cli("dcm2par", "--help").stdout
