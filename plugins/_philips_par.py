@@ -377,3 +377,42 @@ def scan_duration(seconds: float, release: int) -> str:
         return "%.2f" % seconds
     text = "%.1f" % (math.floor(seconds * 10 + 0.5) / 10)
     return text[:-2] if text.endswith(".0") else text
+
+
+def read_par(path) -> ParFile:
+    """Parse the PAR file at ``path`` (latin-1; any line ends)."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ParError(f"{path}: {exc.strerror or exc}") from None
+    return parse_par(data.decode("latin-1"), str(path))
+
+
+def rec_path_of(par_path):
+    """The REC beside a PAR: same stem, extension in the PAR's own case (.REC/.rec), else either."""
+    from pathlib import Path
+
+    par_path = Path(par_path)
+    for suffix in (par_path.suffix[0] + ("REC" if par_path.suffix[1:].isupper() else "rec"), ".REC", ".rec"):
+        candidate = par_path.with_suffix(suffix)
+        if candidate.exists():
+            return candidate
+    return None
+
+
+# Image columns as DICOM attributes, for the parrec reader's items (item.get works as for DICOM).
+DICOM_OF_COLUMN = {
+    "echo": 0x00180086, "dynamic": 0x00200100, "recon_x": 0x00280011, "recon_y": 0x00280010,
+    "bits": 0x00280100, "rescale_intercept": 0x00281052, "rescale_slope": 0x00281053,
+    "window_center": 0x00281050, "window_width": 0x00281051, "thickness": 0x00180050,
+    "echo_time": 0x00180081, "trigger_time": 0x00181060, "averages": 0x00180083, "flip_angle": 0x00181314,
+    "heart_rate": 0x00181088, "rr_low": 0x00181081, "rr_high": 0x00181082, "turbo": 0x00180091,
+    "inversion_delay": 0x00180082,
+}
+DICOM_OF_GENERAL = {
+    "patient name": 0x00100010, "examination name": 0x00081030, "protocol name": 0x00181030,
+    "acquisition nr": 0x00200012,
+}
