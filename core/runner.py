@@ -238,12 +238,16 @@ def wanted_tags(recipe: Recipe) -> frozenset[int] | None:
 def _stages(recipe: Recipe) -> list:
     stages, current = [], []
     for spec in recipe.workers:
-        if spec.cls.group == "item":
-            current.append(spec)
-        else:
+        if spec.cls.group != "item":
             stages.append(("items", current))
             stages.append(("group", spec))
             current = []
+        elif spec.cls.main_process and not stages:
+            # The first stage runs in worker processes: a main-process step starts the next one.
+            stages.append(("items", current))
+            current = [spec]
+        else:
+            current.append(spec)
     stages.append(("items", current))
     return [s for i, s in enumerate(stages) if i == 0 or s != ("items", [])]
 
@@ -417,7 +421,8 @@ def run_recipe(
             stream = source()
             for n, (kind, body) in enumerate(stages):
                 if kind == "items":
-                    parallel = pool is not None and (n == 0 or any(s.cls.parallel for s in body))
+                    parallel = pool is not None and (n == 0 or (any(s.cls.parallel for s in body)
+                                                                and not any(s.cls.main_process for s in body)))
                     stream = item_stage(stream, body, n == 0, parallel)
                 else:
                     stream = group_stage(stream, body)

@@ -231,6 +231,8 @@ class Step:
     parallel: ClassVar[bool] = False
     #: also receives items that are not DICOM (status "bad")
     accepts_bad: ClassVar[bool] = False
+    #: runs in the main process, items in order (a step writing one stream, like a listing)
+    main_process: ClassVar[bool] = False
 
     def __init__(self, options: Any, context: Context):
         self.options = options
