@@ -6,7 +6,8 @@ The public API for plugin authors::
     from dcmpipe import hookimpl, Item, Reader, Transform, Namer, Router, Exporter, Sender, option
 
 Everything importable from ``dcmpipe`` itself is public; so are
-``dcmpipe.safefile`` (never-overwrite file operations), ``dcmpipe.naming``
+``dcmpipe.dicomeread`` (an Enhanced MR file as an n-D array, from
+``dcmpipe.enhanced``), ``dcmpipe.safefile`` (never-overwrite file operations), ``dcmpipe.naming``
 (safe path components), ``dcmpipe.header`` (the fast header reader) and
 ``dcmpipe.runner.run_recipe``.  This module stays cheap to import: pydicom,
 pynetdicom and numpy are imported where they are used.
@@ -40,5 +41,14 @@ from .steps import (  # noqa: E402
 __all__ = [
     "__version__", "hookimpl", "DcmpipeError", "NotDicomError", "PluginError", "RecipeError",
     "Context", "Exporter", "GroupComplete", "Item", "Namer", "NoOptions", "Reader", "Router",
-    "Sender", "Skip", "Step", "Transform", "option",
+    "Sender", "Skip", "Step", "Transform", "option", "dicomeread",
 ]
+
+
+def __getattr__(name):
+    # dcmpipe.dicomeread lives in dcmpipe.enhanced (numpy, pydicom): imported on first use only.
+    if name == "dicomeread":
+        from .enhanced import dicomeread
+
+        return dicomeread
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
