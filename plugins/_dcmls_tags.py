@@ -1,0 +1,129 @@
+"""Tags and values for dcmls and dcminfo: parse tag lists, name tags, show values.
+
+Shared by the two listing tools (``dcmls`` and ``dcminfo``).  Kept free of
+pydicom at import time: pydicom's dictionary is consulted only for a keyword
+or tag that is not in the small table below.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Keywords the listing tools use by default, so that naming them costs no pydicom import.
+KNOWN = {
+    "SeriesDate": 0x00080021, "SeriesTime": 0x00080031, "StudyDescription": 0x00081030,
+    "SeriesDescription": 0x0008103E, "PatientName": 0x00100010, "PatientID": 0x00100020,
+    "ProtocolName": 0x00181030, "SeriesNumber": 0x00200011, "PerformedProcedureStepDescription": 0x00400254,
+    "StudyDate": 0x00080020, "StudyTime": 0x00080030, "Modality": 0x00080060, "Manufacturer": 0x00080070,
+    "ManufacturerModelName": 0x00081090, "MagneticFieldStrength": 0x00180087, "PatientBirthDate": 0x00100030,
+    "PatientSex": 0x00100040, "StudyID": 0x00200010, "AcquisitionNumber": 0x00200012,
+    "InstanceNumber": 0x00200013, "ImageType": 0x00080008, "SOPClassUID": 0x00080016,
+    "SOPInstanceUID": 0x00080018, "StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E,
+    "Rows": 0x00280010, "Columns": 0x00280011, "NumberOfFrames": 0x00280008, "PixelSpacing": 0x00280030,
+    "SliceThickness": 0x00180050, "SpacingBetweenSlices": 0x00180088, "RepetitionTime": 0x00180080,
+    "EchoTime": 0x00180081, "FlipAngle": 0x00181314, "ScanningSequence": 0x00180020,
+    "SliceLocation": 0x00201041, "ImagePositionPatient": 0x00200032, "ImageOrientationPatient": 0x00200037,
+    "AcquisitionDate": 0x00080022, "AcquisitionTime": 0x00080032, "InstitutionName": 0x00080080,
+    "StationName": 0x00081010, "SpecificCharacterSet": 0x00080005, "EchoNumbers": 0x00180086,
+}
+_NAMES = {tag: keyword for keyword, tag in KNOWN.items()}
+_NUMBER = re.compile(r"^\(?\s*([0-9A-Fa-f]{4})\s*,?\s*([0-9A-Fa-f]{4})\s*\)?$")
+
+
+class TagError(ValueError):
+    """A tag in a tag list is neither a keyword nor a group,element number."""
+
+
+def parse_tag(text: str | int) -> int:
+    """``SeriesDescription``, ``0008,103e``, ``(0008,103E)`` or ``0008103e`` -> 0x0008103E."""
+    if isinstance(text, int):
+        return text
+    text = text.strip()
+    match = _NUMBER.match(text)
+    if match:
+        return int(match.group(1), 16) << 16 | int(match.group(2), 16)
+    if text in KNOWN:
+        return KNOWN[text]
+    if text.isidentifier():
+        from pydicom.datadict import tag_for_keyword
+
+        tag = tag_for_keyword(text)
+        if tag is not None:
+            return tag
+        raise TagError(f"unknown tag {text!r}: not a DICOM keyword{_did_you_mean(text)}")
+    raise TagError(f"unknown tag {text!r}: give a keyword (SeriesDescription) or a number (0008,103e)")
+
+
+def _did_you_mean(text: str) -> str:
+    import difflib
+
+    from pydicom.datadict import keyword_dict
+
+    close = difflib.get_close_matches(text, list(keyword_dict), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def parse_tags(values, separators: str = ":, ") -> list[int]:
+    """Tags from a list of strings, each possibly holding several (``A:B``); no repeats.
+
+    ``,`` separates tags only where it cannot be part of a number (``0008,103e``).
+    """
+    tags: list[int] = []
+    for value in values:
+        if isinstance(value, int):
+            parts = [value]
+        else:
+            parts = [p for p in re.split(r"[:\s;]+", value.strip()) if p]
+            parts = [q for p in parts for q in ([p] if _NUMBER.match(p) else p.split(",")) if q]
+        for part in parts:
+            tag = parse_tag(part)
+            if tag not in tags:
+                tags.append(tag)
+    return tags
+
+
+def name(tag: int) -> str:
+    """The keyword of a tag, or ``(gggg,eeee)`` for private and unknown tags."""
+    if tag in _NAMES:
+        return _NAMES[tag]
+    if not (tag >> 16) % 2:
+        from pydicom.datadict import keyword_for_tag
+
+        keyword = keyword_for_tag(tag)
+        if keyword:
+            return keyword
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def number(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def text(value) -> str:
+    """A header value as one line of text: multiple values joined with ``\\``."""
+    if value is None:
+        return ""
+    if isinstance(value, (tuple, list)):
+        return "\\".join(text(v) for v in value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if not isinstance(value, (str, int)):  # a sequence
+        try:
+            return f"<sequence of {len(value)} item{'s' if len(value) != 1 else ''}>"
+        except TypeError:
+            return str(value)
+    out = str(value)
+    if "\n" in out or "\r" in out or "\t" in out:
+        out = re.sub(r"[\r\n\t]+", " ", out)
+    return out
+
+
+def plain(value):
+    """A header value for JSON: numbers stay numbers, multiple values a list."""
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return text(value)
