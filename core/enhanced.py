@@ -20,7 +20,7 @@ axis of the combinations seen (SPEC.md 3).  Scaling is per frame.
 
 Also public, for plugins working on Enhanced MR files: :func:`read_dataset`,
 :func:`find_private`, :func:`element_value`, :func:`frame_item`,
-:func:`dimensions` and :func:`temporal_dimension`.
+:func:`find_nested`, :func:`dimensions`, :func:`frame_indices` and :func:`temporal_dimension`.
 
 Only numpy and pydicom are needed; both are imported when a function runs.
 """
@@ -37,7 +37,7 @@ from .errors import DcmpipeError
 log = logging.getLogger("dcmpipe")
 
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
-PRIVATE_FG = (0x2005, 0x140F)
+PRIVATE_FG = 0x2005140F  # Philips private per-frame functional group
 PHILIPS_DD001 = "Philips Imaging DD 001"
 PHILIPS_MR_DD001 = "Philips MR Imaging DD 001"
 PHILIPS_MR_DD005 = "Philips MR Imaging DD 005"
@@ -222,14 +222,14 @@ def _plain(v):
     return str(v)
 
 
-def _search(item, tag: int, creator: str | None, depth: int = 0):
+def find_nested(item, tag: int, creator: str | None, depth: int = 0):
     """Find ``tag`` in ``item`` or, failing that, in the first item of its nested sequences."""
     element = find_private(item, tag, creator)
     if element is not None or depth > 3:
         return element
     for elem in item:
         if elem.VR == "SQ" and elem.value:
-            found = _search(elem.value[0], tag, creator, depth + 1)
+            found = find_nested(elem.value[0], tag, creator, depth + 1)
             if found is not None:
                 return found
     return None
@@ -354,7 +354,7 @@ def _coordinate(ds, frame: int, dim: Dimension):
     item = frame_item(ds, frame, dim.group, dim.group_creator or (PHILIPS_MR_DD005 if dim.group == 0x2005140F else None))
     if item is None:
         return None
-    return element_value(_search(item, dim.pointer, dim.pointer_creator))
+    return element_value(find_nested(item, dim.pointer, dim.pointer_creator))
 
 
 # -- the reader -------------------------------------------------------------------------------
