@@ -140,13 +140,13 @@ def tag_text(tag: int) -> str:
 
 
 def read_dataset(path, pixels: bool = True):
-    """The pydicom data set of ``path`` (``.gz`` read through gzip); EnhancedError if it is not DICOM."""
+    """The pydicom data set of ``path`` (``.gz`` read through gzip, or bytes); EnhancedError if it is not DICOM."""
     import gzip
     import io
 
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
+    if isinstance(path, (bytes, bytearray, memoryview)):  # an encoded file in memory
+        source, path = io.BytesIO(path), Path("<bytes>")
+        return _dcmread(source, path, pixels)
     path = Path(path)
     try:
         if path.suffix == ".gz":
@@ -154,6 +154,18 @@ def read_dataset(path, pixels: bool = True):
                 source = io.BytesIO(fh.read())
         else:
             source = str(path)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise EnhancedError(f"{path}: no such file") from None
+        raise EnhancedError(f"{path}: cannot be read: {exc}") from None
+    return _dcmread(source, path, pixels)
+
+
+def _dcmread(source, path, pixels: bool):
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
         ds = dcmread(source, stop_before_pixels=not pixels)
     except InvalidDicomError:
         raise EnhancedError(f"{path}: not a DICOM file") from None
