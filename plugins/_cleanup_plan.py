@@ -297,9 +297,7 @@ def plan_folder(root: Path, options: PlanOptions, now: float | None = None) -> l
             a.reason = "not DICOM"
         if extra_reason:
             a.kind, a.reason = "extras", extra_reason
-            a.target = extras_root / p.relative_to(root)
-    for a in actions.values():
-        if a.kind == "extras":
+            a.target = _extras_target(extras_root / p.relative_to(root), p, occupied)
             occupied.add(str(a.target))
 
     if options.rename:
@@ -310,6 +308,18 @@ def plan_folder(root: Path, options: PlanOptions, now: float | None = None) -> l
         if a.kind == "delete" and a.keeper is not None:
             a.keeper_target = actions[keeper].target or keeper
     return [actions[p] for p in paths]
+
+
+def _extras_target(target: Path, source: Path, occupied: set) -> Path:
+    """``target``, or ``NAME_2`` ... when a different file (from an earlier clean-up) holds that name."""
+    from dcmpipe.safefile import same_content
+
+    n, candidate = 1, target
+    while str(candidate) in occupied or (os.path.lexists(candidate) and not (
+            candidate.is_file() and same_content(source, candidate))):
+        n += 1
+        candidate = target.with_name(f"{target.stem}_{n}{target.suffix}")
+    return candidate
 
 
 def _free(folder: Path, stem: str, ext: str, occupied: set, own: Path) -> Path:

@@ -195,3 +195,12 @@ def test_par_rec_pairs_are_renamed_together_and_never_orphaned(tmp_path):
         assert new_par.startswith(("02_EPI_asc_CLEAR", "06_T1_SENSE")), new_par
     assert where[before["phantom_EPI_asc_CLEAR_2_1.PAR"]] in ("02_EPI_asc_CLEAR.PAR", "02_EPI_asc_CLEAR_2.PAR")
     assert "lonely.PAR" in after  # a PAR without its REC keeps its name
+
+
+def test_extras_already_holding_a_different_file_of_that_name(scanner_folder):
+    (scanner_folder / "extras").mkdir()
+    (scanner_folder / "extras" / "XX_0002").write_text("from an earlier clean-up")
+    result = run_cli("cleanup", "-y", scanner_folder)
+    assert result.returncode == 0, result.stderr
+    assert (scanner_folder / "extras" / "XX_0002").read_text() == "from an earlier clean-up"
+    assert (scanner_folder / "extras" / "XX_0002_2").stat().st_size > 700_000
