@@ -29,21 +29,28 @@ class PhilipsError(DcmpipeError):
     """A file that cannot be converted; the message names the file and what is missing."""
 
 
+def _blocks(ds, group: int) -> dict:
+    """{creator name: block} of one group of ``ds``, found once and kept on the data set."""
+    cache = ds.__dict__.setdefault("_dcmpipe_blocks", {})
+    blocks = cache.get(group)
+    if blocks is None:
+        blocks = {}
+        low, high = (group << 16) | 0x10, (group << 16) | 0xFF
+        for tag in ds._dict:
+            if low <= tag <= high:
+                value = ds[tag].value
+                if isinstance(value, bytes):
+                    value = value.decode("latin-1")
+                blocks.setdefault(str(value).strip(), tag & 0xFF)
+        cache[group] = blocks
+    return blocks
+
+
 def private_tag(ds, creator: tuple, offset: int):
     """The full tag of a private element in ``ds`` (a pydicom Dataset), or None if its block is absent."""
     group, name = creator
-    for block in range(0x10, 0x100):
-        element = ds.get((group << 16) | block)
-        if element is None:
-            if block > 0x20:
-                return None
-            continue
-        value = element.value
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        if str(value).strip() == name:
-            return (group << 16) | (block << 8) | offset
-    return None
+    block = _blocks(ds, group).get(name)
+    return None if block is None else (group << 16) | (block << 8) | offset
 
 
 def pget(ds, creator: tuple, offset: int, default=None):

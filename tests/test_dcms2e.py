@@ -1,0 +1,167 @@
+"""dcms2e: classic Philips dynamic-1 files + PAR/REC -> Enhanced MR, round trip on the scanner's ASL series."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED, run_cli
+
+QA = SHARED / "philips" / "dcm_qa_philips_enh" / "In"
+SCANNER = QA / "enh" / "1903_WIP_SOURCE_-_3DpCASL.dcm.gz"
+
+
+@pytest.fixture(scope="module")
+def asl_run(tmp_path_factory) -> dict:
+    """The scanner's Enhanced ASL (series 1903), its classic dynamic-1 files, and our PAR/REC of it."""
+    if not SCANNER.exists():
+        pytest.skip(f"dcm_qa_philips_enh not found at {QA}")
+    import pydicom
+
+    root = tmp_path_factory.mktemp("asl")
+    scanner = root / "scanner.dcm"
+    scanner.write_bytes(gzip.decompress(SCANNER.read_bytes()))
+    run = root / "run"
+    run.mkdir()
+    for path in sorted((QA / "cl").glob("1903_*.dcm.gz")):
+        data = gzip.decompress(path.read_bytes())
+        target = run / path.name[:-3]
+        target.write_bytes(data)
+        if int(pydicom.dcmread(target, stop_before_pixels=True).TemporalPositionIdentifier) != 1:
+            target.unlink()
+    done = run_cli("dcm2par", "-q", "-o", root / "par", scanner)
+    assert done.returncode == 0, done.stderr
+    (root / "par" / "scanner.PAR").rename(root / "run.PAR")
+    (root / "par" / "scanner.REC").rename(root / "run.REC")
+    return {"root": root, "scanner": scanner, "run": run}
+
+
+def _frames(path: Path) -> dict:
+    """(slice, dynamic, label) -> (frame number, pixels, per-frame item) of an Enhanced file."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array
+    out = {}
+    for number, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        private = frame[0x2005, 0x140F][0]
+        key = (int(private[0x2001, 0x100A].value), int(private.TemporalPositionIdentifier),
+               str(private[0x2005, 0x1429].value))
+        out[key] = (number, pixels[number], frame)
+    return out
+
+
+def _errors(path: Path) -> list[str]:
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (dicom3tools) not installed")
+    done = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True)
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_round_trip_equals_the_scanners_enhanced_file(asl_run, tmp_path):
+    import numpy as np
+
+    out = tmp_path / "ours.dcm"
+    done = run_cli("dcms2e", "-q", "-o", out, "--par", asl_run["root"] / "run.PAR", asl_run["run"])
+    assert done.returncode == 0, done.stderr
+    ours, theirs = _frames(out), _frames(asl_run["scanner"])
+    assert len(ours) == len(theirs) == 240
+    for key, (number, pixels, frame) in theirs.items():
+        our_number, our_pixels, our_frame = ours[key]
+        assert our_number == number, key  # the scanner's frame order: label > slice > dynamic
+        assert np.array_equal(our_pixels, pixels), key
+        for sequence, keyword in (("FrameContentSequence", "DimensionIndexValues"),
+                                  ("FrameContentSequence", "FrameAcquisitionDateTime"),
+                                  ("FrameVOILUTSequence", "WindowCenter"),
+                                  ("PixelValueTransformationSequence", "RescaleSlope")):
+            assert str(our_frame[sequence][0][keyword].value) == str(frame[sequence][0][keyword].value), (key, keyword)
+        private, our_private = frame[0x2005, 0x140F][0], our_frame[0x2005, 0x140F][0]
+        assert our_private.InstanceNumber == private.InstanceNumber
+        assert our_private[0x2005, 0x10A0].value == private[0x2005, 0x10A0].value  # dynamic scan begin time
+        # Max FP: estimated from integers for dynamics > 1, within one scale step of the scanner's value
+        step = 1 / private[0x2005, 0x100E].value
+        assert private[0x2005, 0x100B].value - step <= our_private[0x2005, 0x100B].value <= private[0x2005, 0x100B].value
+    # dcm2par of ours gives the PAR/REC dcm2par makes of the scanner's file
+    assert run_cli("dcm2par", "-q", "-o", tmp_path / "par", out, asl_run["scanner"]).returncode == 0
+    strip = lambda p: [l for l in p.read_bytes().split(b"\r\n") if not l.startswith(b"# Dataset name")]  # noqa: E731
+    assert strip(tmp_path / "par" / "ours.PAR") == strip(tmp_path / "par" / "scanner.PAR")
+    assert (tmp_path / "par" / "ours.REC").read_bytes() == (tmp_path / "par" / "scanner.REC").read_bytes()
+
+
+def test_strict_passes_dciodvfy_and_default_keeps_only_the_scanners_quirks(asl_run, tmp_path):
+    strict, default = tmp_path / "strict.dcm", tmp_path / "default.dcm"
+    par = asl_run["root"] / "run.PAR"
+    assert run_cli("dcms2e", "-q", "--strict", "-o", strict, "--par", par, asl_run["run"]).returncode == 0
+    assert run_cli("dcms2e", "-q", "-o", default, "--par", par, asl_run["run"]).returncode == 0
+    assert _errors(strict) == []
+    quirks = ("Must start from one, not zero", "VelocityEncodingDirection")
+    ours = _errors(default)
+    assert ours and all(any(q in line for q in quirks) for line in ours)
+    assert len(ours) <= len(_errors(asl_run["scanner"]))
+
+
+def test_default_output_name_and_diffs(asl_run, tmp_path):
+    run = tmp_path / "fmri"
+    shutil.copytree(asl_run["run"], run)
+    shutil.copy(asl_run["root"] / "run.PAR", tmp_path / "fmri.PAR")
+    shutil.copy(asl_run["root"] / "run.REC", tmp_path / "fmri.REC")
+    done = run_cli("dcms2e", "--diffs", run)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "fmri.dcm").is_file()
+    assert "Max/Min FP" in done.stdout and "160 cloned" in done.stdout
+    again = run_cli("dcms2e", run)  # never overwrites
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def _broken(asl_run, tmp_path, change) -> tuple:
+    run = tmp_path / "broken"
+    shutil.copytree(asl_run["run"], run)
+    shutil.copy(asl_run["root"] / "run.PAR", tmp_path / "broken.PAR")
+    shutil.copy(asl_run["root"] / "run.REC", tmp_path / "broken.REC")
+    change(run, tmp_path)
+    done = run_cli("dcms2e", run)
+    return done, tmp_path / "broken.dcm"
+
+
+def _drop_one_file(run, _):
+    sorted(run.iterdir())[5].unlink()
+
+
+def _change_pixels(run, _):
+    import pydicom
+
+    path = sorted(run.iterdir())[3]
+    ds = pydicom.dcmread(path)
+    data = bytearray(ds.PixelData)
+    data[100] ^= 0xFF
+    ds.PixelData = bytes(data)
+    ds.save_as(path)
+
+
+def _other_acquisition(run, root):
+    text = (root / "broken.PAR").read_bytes().replace(b"Acquisition nr                     :   19",
+                                                      b"Acquisition nr                     :   7")
+    (root / "broken.PAR").write_bytes(text)
+
+
+def _truncate_rec(run, root):
+    data = (root / "broken.REC").read_bytes()
+    (root / "broken.REC").write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("change, message", [
+    (_drop_one_file, "79 classic files but 80 PAR images of dynamic 1"),
+    (_change_pixels, "pixel data differs from REC image"),
+    (_other_acquisition, "acquisition number differs: classic 19, PAR 7"),
+    (_truncate_rec, "truncated REC"),
+])
+def test_checks_before_writing(asl_run, tmp_path, change, message):
+    done, out = _broken(asl_run, tmp_path, change)
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len([line for line in done.stderr.splitlines() if "dcms2e" in line and "failed" not in line]) == 1
+    assert not out.exists()
