@@ -551,6 +551,7 @@ Examples:
   dcmpipe move -r -d -a                  rename files in place, flat names, .dcm
   dcmpipe move -m MR --dry-run -a out    show what would happen to the MR files
   dcmpipe move --print-recipe -a out     print the recipe this command runs
+  dcmpipe move --gui -s /data/in         the same as a web page (dcmpipe movegui)
 """
 
 
@@ -613,11 +614,19 @@ def move_recipe(destdir, source, recurse, modality, all_studies, copy, rename, f
 @click.option("--dry-run", is_flag=True, help="show what would happen; change nothing")
 @click.option("--print-recipe", is_flag=True, help="print the equivalent TOML recipe and exit")
 @click.option("--debug", is_flag=True, help="show tracebacks")
+@click.option("--gui", is_flag=True, help="open this command as a web page (dcmpipe movegui), the switches given filled in")
 def move_command(destdir, source, recurse, modality, all_studies, copy, rename, flat, unmove, series_desc,
                  dcm_ext, no_breakdown, no_info, ignore_location, keep_bad, quiet, verbose, wait, jobs, dry_run,
-                 print_recipe, debug):
+                 print_recipe, debug, gui):
     from dcmpipe.cli import run_tool
 
+    if gui:
+        ctx = click.get_current_context()
+        given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+        gui_command = ctx.find_root().command.get_command(ctx, "movegui")
+        if gui_command is None:
+            raise click.UsageError("--gui needs the movegui plugin")
+        return ctx.invoke(gui_command, values=given)
     if rename and destdir:
         raise click.UsageError("-r renames in place: give no DESTDIR")
     if rename and unmove:
