@@ -20,6 +20,7 @@ import html
 import re
 import struct
 from dataclasses import dataclass
+from itertools import groupby
 
 from dcmpipe import DcmpipeError
 
@@ -214,14 +215,10 @@ def format_value(kind: str, value) -> str:
 def format_values(kind: str, values: list) -> str:
     """Values joined by ", "; a run of equal values as ``v x n`` (``0 x 24``, -0 equals 0)."""
     parts = []
-    texts = [format_value(kind, v) for v in values]
-    k = 0
-    while k < len(texts):
-        j = k
-        while j + 1 < len(values) and values[j + 1] == values[k]:
-            j += 1
-        parts.append(texts[k] if j == k else f"{texts[k]} x {j - k + 1}")
-        k = j + 1
+    for head, run in groupby(values):  # equal values (==) form a run; the first one is shown
+        n = sum(1 for _ in run)
+        text = format_value(kind, head)
+        parts.append(text if n == 1 else f"{text} x {n}")
     return ", ".join(parts)
 
 
