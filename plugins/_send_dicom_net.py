@@ -295,19 +295,39 @@ class Association:
         if isinstance(data, (bytes, bytearray, memoryview)):
             self._send_pdvs(cid, bytes(data), False)
             return
+        # Read blocks of about 1 MiB and send each block's PDUs with one sendmsg() call.
         size = self._fragment_size()
-        buffer = bytearray(min(size, max(length, 1)))
+        per_block = max(1, min(256, (1 << 20) // size))  # at most 512 buffers per sendmsg (IOV_MAX 1024)
+        buffer = bytearray(min(size * per_block, max(length, 1)))
         view = memoryview(buffer)
         sent = 0
-        while True:
-            want = min(size, length - sent)
-            got = data.readinto(view[:want]) if want else 0
+        while sent < length:
+            want = min(len(buffer), length - sent)
+            got = data.readinto(view[:want])
             if got < want:
                 raise OSError(f"the file ended {length - sent - got} bytes early (changed while sending?)")
+            parts = []
+            for start in range(0, got, size):
+                chunk = view[start:min(start + size, got)]
+                last = sent + start + len(chunk) >= length
+                parts.append(_PDU_HEAD.pack(0x04, 0, len(chunk) + 6)
+                             + _PDV_HEAD.pack(len(chunk) + 2, cid, 0x02 if last else 0x00))
+                parts.append(chunk)
+            self._send_parts(parts)
             sent += got
-            self._send_fragment(cid, 0x02 if sent >= length else 0x00, view[:got])
-            if sent >= length:
-                return
+
+    def _send_parts(self, parts: list) -> None:
+        """sendall() for a list of buffers, in as few system calls as the kernel allows."""
+        try:
+            while parts:
+                done = self.sock.sendmsg(parts)
+                while parts and done >= len(parts[0]):
+                    done -= len(parts[0])
+                    parts.pop(0)
+                if done:
+                    parts[0] = memoryview(parts[0])[done:]
+        except OSError as exc:
+            raise PeerError(f"{self.peer}: connection lost while sending: {exc.strerror or exc}") from None
 
     def _response(self, expected: int) -> DimseStatus:
         command = bytearray()
@@ -375,29 +395,28 @@ class Association:
         return kind, self._read_exact(length)
 
 
-def dataset_offset(path: str | os.PathLike) -> int | None:
-    """Where the data set starts in a DICOM file (after the File Meta), or None without one."""
-    with open(path, "rb") as f:
-        data = f.read(132)
-        if len(data) < 132 or data[128:132] != b"DICM":
+def dataset_offset(f) -> int | None:
+    """Where the data set starts in an open DICOM file (after the File Meta), or None without one."""
+    f.seek(0)
+    data = f.read(132)
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return None
+    pos = 132
+    while True:
+        f.seek(pos)
+        raw = f.read(12)
+        if len(raw) < 8:
             return None
-        pos = 132
-        while True:
-            f.seek(pos)
-            raw = f.read(8)
-            if len(raw) < 8:
+        group = struct.unpack_from("<H", raw)[0]
+        if group != 0x0002:
+            return pos
+        vr = raw[4:6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            if len(raw) < 12:
                 return None
-            group, _elem = struct.unpack_from("<HH", raw)
-            if group != 0x0002:
-                return pos
-            vr = raw[4:6]
-            if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
-                more = f.read(4)
-                if len(more) < 4:
-                    return None
-                length = struct.unpack("<L", more)[0]
-                if length == 0xFFFFFFFF:
-                    return None
-                pos += 12 + length
-            else:
-                pos += 8 + struct.unpack_from("<H", raw, 6)[0]
+            length = struct.unpack_from("<L", raw, 8)[0]
+            if length == 0xFFFFFFFF:
+                return None
+            pos += 12 + length
+        else:
+            pos += 8 + struct.unpack_from("<H", raw, 6)[0]

@@ -188,7 +188,7 @@ class SendDicom(Sender):
 
         sop_class, syntax = kind
         name = UID(sop_class).name
-        syntax_name = UID(syntax).name if syntax else "no File Meta"
+        syntax_name = UID(syntax).name if syntax else "any uncompressed transfer syntax (the file has no File Meta)"
         return (f"{self.target} refused {name} ({sop_class}) in {syntax_name}: " + "; ".join(dict.fromkeys(reasons)))
 
     # -- one attempt -----------------------------------------------------------
@@ -197,18 +197,17 @@ class SendDicom(Sender):
         kind = (sop_class, syntax)
         cid, accepted = self._context(kind)
         edits = item.extra.get("send_edits") or []
-        path = item.source
-        offset = None
-        if path is not None and not edits and accepted == syntax:
+        status = None
+        if item.source is not None and not edits and accepted == syntax:
             from dcmpipe.plugins._send_dicom_net import dataset_offset
 
-            offset = dataset_offset(path)
-        if offset is not None:
-            with open(path, "rb") as f:
-                length = f.seek(0, os.SEEK_END) - offset
-                f.seek(offset)
-                status = self.assoc.store(cid, sop_class, instance, f, length)
-        else:
+            with open(item.source, "rb") as f:
+                offset = dataset_offset(f)
+                if offset is not None:  # the bytes as they are in the file
+                    length = f.seek(0, os.SEEK_END) - offset
+                    f.seek(offset)
+                    status = self.assoc.store(cid, sop_class, instance, f, length)
+        if status is None:
             data = _encode(item, accepted, edits)
             status = self.assoc.store(cid, sop_class, instance, data, len(data))
         if status.ok:

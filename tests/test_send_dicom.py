@@ -82,7 +82,7 @@ def storescp(tmp_path):
 class PickySCP:
     """A pynetdicom SCP that accepts only MR Image Storage (in the given transfer syntaxes)."""
 
-    def __init__(self, syntaxes=None, aetitle="PICKY", require_called=False):
+    def __init__(self, syntaxes=None, aetitle="PICKY", require_called=False, also=(), max_pdu=None):
         from pynetdicom import AE, evt
         from pynetdicom.sop_class import Verification
         from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -92,6 +92,10 @@ class PickySCP:
         ae.require_called_aet = require_called
         ae.add_supported_context(MR_STORAGE, syntaxes or [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         ae.add_supported_context(Verification)
+        for sop_class in also:
+            ae.add_supported_context(sop_class)
+        if max_pdu is not None:
+            ae.maximum_pdu_size = max_pdu
         self.port = free_port()
 
         def on_store(event):
@@ -413,3 +417,39 @@ def test_send_step_needs_a_destination(tmp_path):
         run({"step": [{"read": "files", "path": ["."]}, {"send": "send_dicom", "aetitle": "X" * 17}]},
             base_dir=tmp_path)
     assert any("give a 'destination', or 'host' and 'port'" in p for p in info.value.problems)
+
+
+def test_a_large_file_crosses_many_small_pdus_intact(tmp_path):
+    """2.3 MB of pixel data to a peer that takes PDUs of at most 4 kB: several 1 MiB blocks, ~600 PDUs."""
+    from pydicom import dcmread
+
+    ds = dcmread(pydicom_file("MR_small.dcm"))
+    ds.Rows = ds.Columns = 1070
+    ds.PixelData = os.urandom(1070 * 1070 * 2)
+    path = tmp_path / "big.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    _old([path])
+    peer = PickySCP(max_pdu=4096)
+    try:
+        result = run_cli("send", "-s", "127.0.0.1", "-p", peer.port, path)
+        assert result.returncode == 0, result.stderr
+        ((_, got),) = peer.received
+        assert got.PixelData == ds.PixelData
+    finally:
+        peer.stop()
+
+
+def test_a_data_set_without_file_meta_is_sent_re_encoded(tmp_path):
+    from pydicom import dcmread
+
+    path = _old([shutil.copy(pydicom_file("ExplVR_LitEndNoMeta.dcm"), tmp_path / "no_meta.dcm")])[0]
+    original = dcmread(path, force=True)
+    peer = PickySCP(also=[original.SOPClassUID])
+    try:
+        result = run_cli("send", "-s", "127.0.0.1", "-p", peer.port, path)
+        assert result.returncode == 0, result.stderr
+        ((_, got),) = peer.received
+        assert got.SOPInstanceUID == original.SOPInstanceUID
+        assert got == original  # every element, re-encoded
+    finally:
+        peer.stop()
