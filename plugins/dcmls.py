@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Literal
 import click
 
 from dcmpipe import DcmpipeError, Exporter, hookimpl, option
+from dcmpipe.plugins._dcmls_common import Output, name, parse_tags, plain, shown, text
 
 DEFAULT_TAGS = (
     "SeriesDate", "SeriesTime", "StudyDescription", "SeriesDescription", "PatientName", "PatientID",
@@ -42,7 +42,6 @@ class ListingOptions:
                              help="header fields of DICOM files, as keywords or numbers (0008,103e)")
 
     def __post_init__(self):
-        from dcmpipe.plugins._dcmls_tags import parse_tags
 
         problems = []
         for text in self.tags:
@@ -93,52 +92,6 @@ def ls_date(mtime: float, now: float) -> str:
     return f"{day}  {t.tm_year}"
 
 
-class _Output:
-    """Standard output, or a file written as a hidden part and linked to its name at the end."""
-
-    def __init__(self, target: Path | None):
-        self.target = target
-        self.part = None
-        self.broken = False
-        if target is None:
-            self.stream = sys.stdout
-            return
-        if os.path.lexists(target):
-            raise DcmpipeError(f"{target}: already exists; the listing never overwrites a file")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.part = target.parent / f".{target.name}.{os.getpid()}.dcmpipe-part"
-        self.stream = open(self.part, "x", encoding="utf-8", newline="\n")
-
-    def write(self, text: str) -> None:
-        if self.broken:
-            return
-        try:
-            self.stream.write(text)
-        except BrokenPipeError:  # `dcmpipe ls | head`: the reader is gone; stop quietly
-            self.broken = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-
-    def close(self, keep: bool = True) -> None:
-        if self.part is None:
-            try:
-                self.stream.flush()
-            except BrokenPipeError:
-                self.broken = True
-            return
-        self.stream.flush()
-        os.fsync(self.stream.fileno())
-        self.stream.close()
-        try:
-            if keep:
-                os.link(self.part, self.target)  # fails rather than replace a file made meanwhile
-        except FileExistsError:
-            raise DcmpipeError(f"{self.target}: appeared during the run; listing left unwritten") from None
-        finally:
-            os.unlink(self.part)
-
-
 class Listing(Exporter):
     """A listing like ls -lR, with header fields of DICOM files, streamed as files arrive."""
 
@@ -150,7 +103,6 @@ class Listing(Exporter):
 
     def __init__(self, options, context):
         super().__init__(options, context)
-        from dcmpipe.plugins._dcmls_tags import name, parse_tags
 
         self.tag_list = parse_tags(options.tags)
         self.names = [name(t) for t in self.tag_list]
@@ -163,11 +115,12 @@ class Listing(Exporter):
         self._out = None
 
     @property
-    def out(self) -> _Output:
+    def out(self):
         if self._out is None:
+
             _check_main_process()
             target = self.options.output
-            self._out = _Output(None if target is None else self.context.resolve(target))
+            self._out = Output(None if target is None else self.context.resolve(target))
             if self.options.format == "tsv":
                 self._out.write("\t".join(["path", "mode", "owner", "group", "size", "mtime", "dicom", *self.names])
                                 + "\n")
@@ -204,7 +157,6 @@ class Listing(Exporter):
                 str(st.st_size), ls_date(st.st_mtime, self.now)]
 
     def _text_row(self, path: Path, st, values, root: str | None) -> None:
-        from dcmpipe.plugins._dcmls_tags import text
 
         folder = str(path.parent)
         if folder != self.folder:
@@ -217,7 +169,7 @@ class Listing(Exporter):
                 if str(where) in self.shown and where != path.parent:
                     continue
                 self._flush_text()
-                self.out.write(("\n" if self.folder is not None else "") + _shown(where) + ":\n")
+                self.out.write(("\n" if self.folder is not None else "") + shown(where) + ":\n")
                 self.folder = str(where)
                 self.shown.add(str(where))
                 self._folder_rows(where)
@@ -247,17 +199,15 @@ class Listing(Exporter):
             self.rows = []
 
     def _tsv_row(self, path: Path, st, values, item) -> None:
-        from dcmpipe.plugins._dcmls_tags import text
 
-        fields = [_shown(path)] + self._ls_fields(st)[:4] + [_iso(st.st_mtime), "yes" if values is not None else "no"]
+        fields = [shown(path)] + self._ls_fields(st)[:4] + [_iso(st.st_mtime), "yes" if values is not None else "no"]
         fields += [text(v) for v in values] if values is not None else [""] * len(self.names)
         self.out.write("\t".join(f.replace("\t", " ") for f in fields) + "\n")
 
     def _json_row(self, path: Path, st, values, item) -> None:
-        from dcmpipe.plugins._dcmls_tags import plain
 
         mode, owner, group, size, _ = self._ls_fields(st)
-        record = {"path": _shown(path), "mode": mode, "owner": owner, "group": group, "size": st.st_size,
+        record = {"path": shown(path), "mode": mode, "owner": owner, "group": group, "size": st.st_size,
                   "mtime": _iso(st.st_mtime), "dicom": values is not None}
         if values is not None:
             record["tags"] = {n: plain(v) for n, v in zip(self.names, values)}
@@ -300,17 +250,6 @@ def _align(rows: list[list[str]], names: list[str]) -> str:
                 cells.append(cell if last else cell.ljust(widths[i]))
         lines.append((" ".join(cells[:6]) + ("  " + "  ".join(cells[6:]) if len(cells) > 6 else "")).rstrip())
     return "\n".join(lines) + "\n"
-
-
-def _shown(path, cwd: list = []) -> str:  # noqa: B006 (the current folder, looked up once)
-    """A path as the user gave it: relative to the current folder when below it."""
-    text = str(path)
-    if not cwd:
-        cwd.append(os.getcwd())
-    cwd = cwd[0]
-    if text.startswith(cwd + os.sep):
-        return text[len(cwd) + 1:]
-    return "." if text == cwd else text
 
 
 def _iso(mtime: float) -> str:
@@ -377,7 +316,6 @@ def ls_recipe(paths, fmt, tags, output, recursive) -> dict:
 @click.option("--debug", is_flag=True, help="show tracebacks")
 def ls_command(paths, fmt, tags, output, flat, jobs, quiet, verbose, print_recipe, debug):
     from dcmpipe.cli import run_tool
-    from dcmpipe.plugins._dcmls_tags import parse_tags
 
     tag_list = None
     if tags is not None:

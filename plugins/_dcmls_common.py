@@ -1,13 +1,19 @@
 """Tags and values for dcmls and dcminfo: parse tag lists, name tags, show values.
 
-Shared by the two listing tools (``dcmls`` and ``dcminfo``).  Kept free of
+Shared by the two listing tools (``dcmls`` and ``dcminfo``), with :class:`Output`, the
+stream both write to.  Kept free of
 pydicom at import time: pydicom's dictionary is consulted only for a keyword
 or tag that is not in the small table below.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from pathlib import Path
+
+from dcmpipe import DcmpipeError
 
 # Keywords the listing tools use by default, so that naming them costs no pydicom import.
 KNOWN = {
@@ -127,3 +133,60 @@ def plain(value):
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return text(value)
+
+
+def shown(path, cwd: list = []) -> str:  # noqa: B006 (the current folder, looked up once)
+    """A path as the user gave it: relative to the current folder when below it."""
+    text = str(path)
+    if not cwd:
+        cwd.append(os.getcwd())
+    cwd = cwd[0]
+    if text.startswith(cwd + os.sep):
+        return text[len(cwd) + 1:]
+    return "." if text == cwd else text
+
+
+class Output:
+    """Standard output, or a file written as a hidden part and linked to its name at the end."""
+
+    def __init__(self, target: Path | None):
+        self.target = target
+        self.part = None
+        self.broken = False
+        if target is None:
+            self.stream = sys.stdout
+            return
+        if os.path.lexists(target):
+            raise DcmpipeError(f"{target}: already exists; the listing never overwrites a file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.part = target.parent / f".{target.name}.{os.getpid()}.dcmpipe-part"
+        self.stream = open(self.part, "x", encoding="utf-8", newline="\n")
+
+    def write(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(text)
+        except BrokenPipeError:  # `dcmpipe ls | head`: the reader is gone; stop quietly
+            self.broken = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+    def close(self, keep: bool = True) -> None:
+        if self.part is None:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.broken = True
+            return
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+        self.stream.close()
+        try:
+            if keep:
+                os.link(self.part, self.target)  # fails rather than replace a file made meanwhile
+        except FileExistsError:
+            raise DcmpipeError(f"{self.target}: appeared during the run; listing left unwritten") from None
+        finally:
+            os.unlink(self.part)
