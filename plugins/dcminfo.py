@@ -24,6 +24,11 @@ import click
 from dcmpipe import DcmpipeError, Exporter, Namer, Skip, Transform, hookimpl, option
 from dcmpipe.plugins._dcmls_common import shown
 
+_NUMBER_OF_FRAMES = 0x00280008
+_SOP = "1.2.840.10008.5.1.4.1.1."
+# Enhanced and legacy-converted multi-frame classes: their per-frame values live in functional groups
+ENHANCED_CLASSES = frozenset(_SOP + s for s in (
+    "4.1", "4.3", "4.4", "2.1", "2.2", "128.1", "130", "6.2", "12.1.1", "12.2.1", "13.1.3", "20", "77.1.6"))
 DEFAULT_TAGS = (
     "PatientName", "PatientID", "StudyDate", "StudyDescription", "SeriesNumber", "SeriesDescription",
     "ProtocolName", "Modality", "Manufacturer", "MagneticFieldStrength", "ImageType", "Rows", "Columns",
@@ -55,7 +60,7 @@ class InfoValuesOptions:
     tags: list[str] = option(factory=lambda: list(DEFAULT_TAGS),
                              help="tags to show: keywords or numbers (0008,103e); '*' for every top-level element")
     search_all: bool = option(False, help="every occurrence of each tag, inside sequences too (-s); "
-                                          "otherwise the first found")
+                                          "otherwise the top level, and in multi-frame files the first found")
     frames: bool = option(False, help="the per-frame functional group values of Enhanced (multi-frame) files")
 
     def __post_init__(self):
@@ -79,7 +84,7 @@ class InfoValues(Transform):
         self.names = {t: name(t) for t in self.tag_list}
         self.numbers = {self.names[t]: number(t) for t in self.tag_list}
         declared = set(parse_tags(list(DEFAULT_TAGS)))
-        self.lean = frozenset(self.tag_list) if not set(self.tag_list) <= declared else None
+        self.lean = frozenset(self.tag_list) | {_NUMBER_OF_FRAMES} if not set(self.tag_list) <= declared else None
 
     def transform(self, item):
         from dcmpipe.header import read_header
@@ -97,6 +102,9 @@ class InfoValues(Transform):
                 numbers[label] = number(tag)
         if self.tag_list:
             header = read_header(item.data_source(), self.lean) if self.lean is not None else None
+            frames = (header if header is not None else item).get(_NUMBER_OF_FRAMES)
+            sop = getattr(header if header is not None else item.header, "sop_class_uid", None)
+            nested = sop in ENHANCED_CLASSES or (isinstance(frames, int) and frames > 1)
             for tag in self.tag_list:
                 label = self.names[tag]
                 if self.options.search_all:
@@ -109,7 +117,9 @@ class InfoValues(Transform):
                 if value is not None:
                     values[label] = text(value)
                     continue
-                # not at the top level: the first occurrence inside a sequence (Enhanced files)
+                if not nested:
+                    continue
+                # an Enhanced or multi-frame file: the first occurrence inside a sequence (functional groups)
                 ds = ds if ds is not None else read_dataset(item.data_source())
                 found = occurrences(ds, tag, first=True)
                 if found:
