@@ -402,6 +402,25 @@ def test_cancel_stops_cleanly_and_loses_nothing(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and p.is_file()], "a partial file remains"
 
 
+def test_ctrl_c_during_a_run_stops_cleanly_and_loses_nothing(tmp_path):
+    from dcmpipe.demo import SeriesPlan, StudyPlan, generate
+
+    src = tmp_path / "incoming"
+    generate(src, [StudyPlan("78", "DEMO^FAY", "P078", "Big", [SeriesPlan(1, "S1", slices=60, dynamics=10)])])
+    _age(src)
+    before = _digest(src)
+    server = Server(cwd=tmp_path)
+    values = {"source": str(src), "destdir": str(tmp_path / "out"), "wait": "0"}
+    assert server.request("/api/run", {"values": values, "total": len(before)})[0] == 200
+    out, err = server.stop()  # SIGINT, as Ctrl-C in the terminal
+    assert server.proc.returncode == 0, err
+    assert "stopped" in err and "Traceback" not in err
+    moved = {k: v for k, v in _digest(tmp_path / "out").items() if not k.endswith("info")} \
+        if (tmp_path / "out").exists() else {}
+    assert sorted(before.values()) == sorted(list(_digest(src).values()) + list(moved.values()))
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and p.is_file()], "a partial file remains"
+
+
 def test_events_arrive_every_quarter_second_while_running(tmp_path):
     from dcmpipe.demo import SeriesPlan, StudyPlan, generate
 
