@@ -105,6 +105,8 @@ class Listing(Exporter):
         super().__init__(options, context)
 
         self.tag_list = parse_tags(options.tags)
+        # tags beyond the declared ones: read just these (the lean reader) rather than the whole header
+        self.extra_tags = frozenset(self.tag_list) if not set(self.tag_list) <= set(parse_tags(DEFAULT_TAGS)) else None
         self.names = [name(t) for t in self.tag_list]
         self.owners = _Owners()
         self.now = time.time()
@@ -136,7 +138,14 @@ class Listing(Exporter):
         path = item.source
         st = os.lstat(path)
         dicom = item.status == "ok"
-        values = [item.get(t) for t in self.tag_list] if dicom else None
+        values = None
+        if dicom and self.extra_tags is not None:
+            from dcmpipe.header import read_header
+
+            header = read_header(item.data_source(), self.extra_tags)
+            values = [header.get(t) for t in self.tag_list]
+        elif dicom:
+            values = [item.get(t) for t in self.tag_list]
         fmt = self.options.format
         if fmt == "text":
             self._text_row(path, st, values, item.extra.get("root"))
