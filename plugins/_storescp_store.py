@@ -1,0 +1,334 @@
+"""storescp's storage: received bytes to files, studies tracked until complete, retention.
+
+* :class:`StudyStore` writes each object as received to a hidden temporary
+  file in the store (``.<uid>.<n>.<pid>.dcmpipe-part``), links it to
+  ``STORE/<study folder>/<prefix>.<SOP Instance UID>`` when complete and only
+  then reports success.  A dropped association or a failed write leaves no file.
+* It keeps, per study folder, the time of the last object received, and a
+  hidden ``.receiving`` marker (holding the server's process id) while the
+  study is open; :meth:`StudyStore.due` hands over the studies quiet for the
+  end-of-study timeout.
+* :func:`clean` is the retention clean-up: study folders older than a limit.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger("dcmpipe")
+
+MARKER = ".receiving"
+HEAD = 65536  # data set bytes kept to find the study early
+_STUDY_UID = 0x0020000D
+_counter = itertools.count(1)
+
+
+def study_uid_of(data) -> str | None:
+    """The Study Instance UID of a file or of the first bytes of one (None if not found)."""
+    from dcmpipe.errors import NotDicomError
+    from dcmpipe.header import read_header
+
+    try:
+        value = read_header(data, frozenset({_STUDY_UID})).get(_STUDY_UID)
+    except (NotDicomError, OSError, ValueError, EOFError, KeyError, IndexError, TypeError):
+        return None
+    except Exception:  # pydicom on a truncated head may raise anything
+        return None
+    return str(value) if value else None
+
+
+class Incoming:
+    """One object arriving: a temporary file in the store, written as the bytes come."""
+
+    def __init__(self, store: "StudyStore", calling: str, sop_class: str, sop_instance: str, syntax: str):
+        from dcmpipe.naming import component
+
+        from ._storescp_net import file_meta
+
+        self.store, self.sop_class, self.sop_instance = store, sop_class, sop_instance
+        self.study = None
+        self.error: OSError | None = None
+        self.head = bytearray()
+        self.meta = file_meta(sop_class, sop_instance, syntax, calling)
+        safe = component(sop_instance, "UNKNOWN")
+        self.tmp = store.root / f".{safe}.{next(_counter)}.{os.getpid()}.dcmpipe-part"
+        self.file = None
+        try:
+            self.file = open(self.tmp, "xb", buffering=1 << 16)
+            self.file.write(self.meta)
+        except OSError as exc:
+            self._fail(exc)
+        store.opened(self)
+
+    def _fail(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = exc
+            log.error("%s: cannot write %s: %s", self.sop_instance, self.tmp, exc.strerror or exc)
+        self._drop()
+
+    def _drop(self) -> None:
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            self.file = None
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+    def write(self, chunk: bytes) -> None:
+        if len(self.head) < HEAD:
+            self.head += chunk[: HEAD - len(self.head)]
+            if len(self.head) >= HEAD and self.study is None:
+                self.study = study_uid_of(io.BytesIO(self.meta + self.head))
+        if self.error is not None:
+            return
+        try:
+            self.file.write(chunk)
+        except OSError as exc:
+            self._fail(exc)
+
+    def discard(self) -> None:
+        self._drop()
+        self.store.closed(self)
+
+    def finish(self) -> int:
+        """Close, name and link the file; the C-STORE status to answer."""
+        from ._storescp_net import OUT_OF_RESOURCES, SUCCESS
+
+        try:
+            if self.error is None:
+                try:
+                    if self.store.fsync:
+                        self.file.flush()
+                        os.fsync(self.file.fileno())
+                    self.file.close()
+                    self.file = None
+                    if self.study is None:
+                        self.study = study_uid_of(io.BytesIO(self.meta + self.head)) if len(self.head) < HEAD \
+                            else study_uid_of(self.tmp)
+                    self.store.place(self)
+                except OSError as exc:
+                    self._fail(exc)
+            return SUCCESS if self.error is None else OUT_OF_RESOURCES
+        finally:
+            self.store.closed(self)
+
+
+class StudyStore:
+    """The store folder: objects in, complete studies out."""
+
+    def __init__(self, root: Path, prefixes: dict, fsync: bool = False, on_stored=None):
+        from dcmpipe.safefile import remove_stale_parts
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.prefixes, self.fsync, self.on_stored = prefixes, fsync, on_stored
+        self.lock = threading.Lock()
+        self.last: dict[str, float] = {}  # study folder name -> monotonic time of the last object
+        self.uids: dict[str, str] = {}
+        self.inflight: set[Incoming] = set()
+        self.folders: set[str] = set()
+        self.stored = self.failed = 0
+        for stale in remove_stale_parts(self.root):
+            log.warning("removed %s, left by a receiver that stopped mid-transfer", stale)
+        self.recover()
+
+    # -- the network side --
+
+    def begin(self, assoc, sop_class: str, sop_instance: str, syntax: str) -> Incoming:
+        return Incoming(self, assoc.calling, sop_class, sop_instance, syntax)
+
+    def opened(self, incoming: Incoming) -> None:
+        with self.lock:
+            self.inflight.add(incoming)
+
+    def closed(self, incoming: Incoming) -> None:
+        with self.lock:
+            self.inflight.discard(incoming)
+
+    def folder_name(self, study: str | None) -> str:
+        from dcmpipe.naming import component
+
+        return component(study, "UNKNOWN_STUDY")
+
+    def file_name(self, sop_class: str, sop_instance: str) -> str:
+        from dcmpipe.naming import component
+
+        return f"{self.prefixes.get(sop_class, 'UNKNOWN')}.{component(sop_instance, 'UNKNOWN')}"
+
+    def place(self, incoming: Incoming) -> None:
+        """Link the finished temporary file to its name in its study folder; never overwrite."""
+        from dcmpipe.safefile import same_content
+
+        name = self.folder_name(incoming.study)
+        folder = self.root / name
+        with self.lock:
+            new_study = name not in self.last
+            self.last[name] = time.monotonic()  # the study stays open from here on
+            if incoming.study:
+                self.uids[name] = incoming.study
+        if name not in self.folders or not folder.is_dir():
+            folder.mkdir(exist_ok=True)
+            self.folders.add(name)
+        if new_study:
+            (folder / MARKER).write_text(f"{os.getpid()}\n")
+        base = self.file_name(incoming.sop_class, incoming.sop_instance)
+        target = folder / base
+        for n in range(2, 1000):
+            try:
+                os.link(incoming.tmp, target)
+                break
+            except FileExistsError:
+                if same_content(incoming.tmp, target):
+                    log.info("%s: already stored (same content)", target)
+                    break
+                target = folder / f"{base}.{n}"
+                log.warning("%s: a different object with this name exists; kept as %s", folder / base, target.name)
+        os.unlink(incoming.tmp)
+        with self.lock:
+            self.last[name] = time.monotonic()
+            self.stored += 1
+        if self.on_stored is not None:
+            self.on_stored(target, incoming.study)
+
+    # -- studies --
+
+    def recover(self) -> None:
+        """Studies left open by a receiver that stopped: treat them as arriving now."""
+        for entry in os.scandir(self.root):
+            marker = Path(entry.path) / MARKER
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False) or not marker.is_file():
+                continue
+            try:
+                pid = int(marker.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                continue
+            log.warning("%s: study left open by a stopped receiver; completed after the timeout", entry.path)
+            marker.write_text(f"{os.getpid()}\n")
+            self.last[entry.name] = time.monotonic()
+
+    def receiving(self, name: str) -> bool:
+        with self.lock:
+            return name in self.last
+
+    def due(self, timeout: float, now: float | None = None) -> list[tuple[Path, str | None]]:
+        """Studies with no object for ``timeout`` seconds and none in transit: taken off the open list."""
+        now = time.monotonic() if now is None else now
+        done = []
+        with self.lock:
+            busy = {self.folder_name(i.study) for i in self.inflight if i.study is not None}
+            unknown = any(i.study is None for i in self.inflight)
+            for name, last in list(self.last.items()):
+                if now - last >= timeout and name not in busy and not unknown:
+                    del self.last[name]
+                    done.append((self.root / name, self.uids.pop(name, None)))
+        return done
+
+    def closed_study(self, folder: Path) -> None:
+        """After the study's recipe: drop the marker unless the study reopened meanwhile."""
+        with self.lock:
+            if folder.name in self.last:
+                return
+            try:
+                os.unlink(folder / MARKER)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- retention -------------------------------------------------------------------------
+
+
+def parse_age(text: str) -> float:
+    """'30d', '12h', '90m', '45s' or a plain number of days -> seconds."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1, "w": 7 * 86400}
+    raw = str(text).strip().lower()
+    unit = raw[-1:] if raw[-1:] in units else "d"
+    number = raw[:-1] if raw[-1:] in units else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an age: write 30d, 12h, 90m or 45s") from None
+    if value < 0:
+        raise ValueError(f"{text!r}: an age cannot be negative")
+    return value * units[unit]
+
+
+def _newest(folder: str) -> tuple[float, int]:
+    newest, count = os.lstat(folder).st_mtime, 0
+    for top, dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            count += 1
+            newest = max(newest, st.st_mtime)
+    return newest, count
+
+
+def _open_elsewhere(folder: str) -> bool:
+    try:
+        pid = int(Path(folder, MARKER).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return False
+    return pid > 0 and _alive(pid)
+
+
+def clean(store: Path, older_than: float, dry_run: bool = False, receiving=None, now: float | None = None):
+    """Delete (or list) study folders of ``store`` whose newest file is older than ``older_than`` seconds.
+
+    Only real folders directly inside ``store`` are considered: a symbolic
+    link, a file, a hidden entry or a study still receiving (its
+    ``.receiving`` marker names a running process, or ``receiving(name)``) is
+    left alone.  Returns ``[(folder, age in seconds, files, what)]``.
+    """
+    now = time.time() if now is None else now
+    store = Path(store)
+    done = []
+    for entry in sorted(os.scandir(store), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            log.warning("%s: a symbolic link, not a study folder; left alone", entry.path)
+            continue
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        if (receiving is not None and receiving(entry.name)) or _open_elsewhere(entry.path):
+            log.info("%s: still receiving; left alone", entry.path)
+            continue
+        newest, count = _newest(entry.path)
+        age = now - newest
+        if age <= older_than:
+            continue
+        if dry_run:
+            done.append((Path(entry.path), age, count, "would delete"))
+            continue
+        try:
+            shutil.rmtree(entry.path)
+            done.append((Path(entry.path), age, count, "deleted"))
+        except OSError as exc:
+            log.error("%s: cannot delete: %s", entry.path, exc.strerror or exc)
+            done.append((Path(entry.path), age, count, f"failed: {exc.strerror or exc}"))
+    return done
