@@ -124,6 +124,22 @@ def release_of(ds) -> int:
 # -- checks ---------------------------------------------------------------------
 
 
+def check_philips_enhanced_top(ds, where) -> None:
+    """The checks that need only the top level: Philips, Enhanced MR, stacks, native pixel data."""
+    sop = str(_get(ds, "SOPClassUID", ""))
+    manufacturer = str(_get(ds, "Manufacturer", "")).strip()
+    if "PHILIPS" not in manufacturer.upper():
+        raise PhilipsError(f"{where}: not a Philips file (Manufacturer {manufacturer!r})")
+    if sop != ENHANCED_MR:
+        raise PhilipsError(f"{where}: not Enhanced MR Image Storage (SOP Class {sop or 'missing'})")
+    if not pget(ds, DD001, 0x5F):
+        raise PhilipsError(f"{where}: Philips Enhanced MR without MR Stack Sequence (2001,105F) of "
+                           "'Philips Imaging DD 001'")
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "1.2.840.10008.1.2.1"))
+    if syntax not in NATIVE_SYNTAXES:
+        raise PhilipsError(f"{where}: compressed pixel data (transfer syntax {syntax}) is not supported")
+
+
 def check_philips_enhanced(ds, where) -> None:
     """Refuse, in one line, what is not a Philips Enhanced MR object with the private groups needed."""
     sop = str(_get(ds, "SOPClassUID", ""))
@@ -132,18 +148,12 @@ def check_philips_enhanced(ds, where) -> None:
         raise PhilipsError(f"{where}: not a Philips file (Manufacturer {manufacturer!r})")
     if sop != ENHANCED_MR:
         raise PhilipsError(f"{where}: not Enhanced MR Image Storage (SOP Class {sop or 'missing'})")
-    missing = []
     if "PerFrameFunctionalGroupsSequence" not in ds or not ds.PerFrameFunctionalGroupsSequence:
-        missing.append("Per-frame Functional Groups Sequence (5200,9230)")
-    elif private_tag(ds.PerFrameFunctionalGroupsSequence[0], MR005, 0x0F) is None:
-        missing.append("private per-frame group (2005,140F) of 'Philips MR Imaging DD 005'")
-    if not pget(ds, DD001, 0x5F):
-        missing.append("MR Stack Sequence (2001,105F) of 'Philips Imaging DD 001'")
-    if missing:
-        raise PhilipsError(f"{where}: Philips Enhanced MR without " + ", ".join(missing))
-    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "1.2.840.10008.1.2.1"))
-    if syntax not in NATIVE_SYNTAXES:
-        raise PhilipsError(f"{where}: compressed pixel data (transfer syntax {syntax}) is not supported")
+        raise PhilipsError(f"{where}: Philips Enhanced MR without Per-frame Functional Groups Sequence (5200,9230)")
+    if private_tag(ds.PerFrameFunctionalGroupsSequence[0], MR005, 0x0F) is None:
+        raise PhilipsError(f"{where}: Philips Enhanced MR without private per-frame group (2005,140F) of "
+                           "'Philips MR Imaging DD 005'")
+    check_philips_enhanced_top(ds, where)
 
 
 # -- general information (SPEC 1.2) ----------------------------------------------
@@ -420,26 +430,58 @@ def _streamed_file(target: Path, chunks) -> str:
 
 
 def rec_chunks(path: Path, offset: int, size: int, order: list[int], chunk_bytes: int = 8 << 20):
-    """The frames of ``path`` (``size`` bytes each from ``offset``) in ``order``, as few large chunks.
+    """The frames of ``path`` (``size`` bytes each from ``offset``) in ``order``, a few MB at a time.
 
-    The file is memory-mapped: the pages are the only copy of the pixel data in
-    memory, and the chunks are copied out a few megabytes at a time.
+    Runs of consecutive frames are read at once; the memory held is one chunk.
     """
-    import numpy as np
-
-    with open(path, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    count = len(order)
-    frames = np.frombuffer(mm, dtype=np.uint8, count=size * (max(order) + 1), offset=offset).reshape(-1, size)
     per_chunk = max(1, chunk_bytes // max(size, 1))
-    index = np.asarray(order, dtype=np.intp)
-    for start in range(0, count, per_chunk):
-        part = index[start:start + per_chunk]
-        if len(part) > 1 and np.all(np.diff(part) == 1):
-            yield frames[part[0]:part[-1] + 1].data  # a view: no copy
-        else:
-            yield frames[part].data
-    # The map closes when the last view of it is gone (mmap refuses to close while views exist).
+    buffer = bytearray(per_chunk * size)
+    view = memoryview(buffer)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for start in range(0, len(order), per_chunk):
+            part = order[start:start + per_chunk]
+            filled = 0
+            run_start = 0
+            while run_start < len(part):
+                run_end = run_start + 1
+                while run_end < len(part) and part[run_end] == part[run_end - 1] + 1:
+                    run_end += 1
+                want = (run_end - run_start) * size
+                got = os.preadv(fd, [view[filled:filled + want]], offset + part[run_start] * size)
+                if got != want:
+                    raise PhilipsError(f"{path}: pixel data ends early (truncated file?)")
+                filled += want
+                run_start = run_end
+            yield view[:filled]
+    finally:
+        os.close(fd)
+
+
+def load(path: Path):
+    """(header data set, frame records in frame order, pixel data offset) of a Philips Enhanced MR file."""
+    from . import _philips_fast as fast
+
+    path = Path(path)
+    try:
+        quick = fast.read_fast(path)
+    except PhilipsError:
+        raise
+    except Exception:  # anything the lean reader does not expect: pydicom reads it
+        quick = None
+    if quick is not None:
+        ds, values, offset = quick
+        check_philips_enhanced_top(ds, path)
+        return ds, fast.records_from_values(ds, values, path), offset
+    ds = read_header(path)
+    check_philips_enhanced(ds, path)
+    records = frame_records(ds, path)
+    nframes = int(ds.NumberOfFrames)
+    if nframes != len(records):
+        raise PhilipsError(f"{path}: Number of Frames {nframes} but {len(records)} per-frame items")
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    offset = pixel_data_offset(path, frame_bytes(ds) * nframes, explicit=syntax != "1.2.840.10008.1.2")
+    return ds, records, offset
 
 
 def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4.2") -> list[Path]:
@@ -447,22 +489,14 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     from dcmpipe.safefile import TargetExistsError, write_atomic
 
     path = Path(path)
-    ds = read_header(path)
-    check_philips_enhanced(ds, path)
+    ds, records, offset = load(path)
     stem = stem or path.stem
     par_path, rec_path = Path(outdir) / f"{stem}.PAR", Path(outdir) / f"{stem}.REC"
-    records = par_order(ds, frame_records(ds, path))
-    general = general_info(ds)
-    text = par.format_par(general, records, version, dataset_name=str(Path(outdir) / stem))
-    size = frame_bytes(ds)
-    nframes = int(ds.NumberOfFrames)
-    if nframes != len(records):
-        raise PhilipsError(f"{path}: Number of Frames {nframes} but {len(records)} per-frame items")
-    syntax = str(ds.file_meta.TransferSyntaxUID)
-    offset = pixel_data_offset(path, size * nframes, explicit=syntax != "1.2.840.10008.1.2")
+    records = par_order(ds, records)
+    text = par.format_par(general_info(ds), records, version, dataset_name=str(Path(outdir) / stem))
     # Refuse before writing anything when a different PAR is in the way.
     if par_path.exists() and par_path.read_bytes() != text:
         raise TargetExistsError(par_path)
-    _streamed_file(rec_path, rec_chunks(path, offset, size, [r["frame"] for r in records]))
+    _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), [r["frame"] for r in records]))
     write_atomic(par_path, text)
     return [par_path, rec_path]

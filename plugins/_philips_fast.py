@@ -1,0 +1,269 @@
+"""dcm2par's fast path: per-frame values of a large Enhanced MR file without one pydicom object per frame.
+
+pydicom parses every per-frame functional group item (about 100 elements each):
+20,000 frames take a minute and gigabytes.  Here pydicom reads only the top
+level (the bytes before the Per-frame Functional Groups Sequence) and the
+first frame item; the other frames are split at their first functional group
+and each wanted element is found by its tag and VR (as the first frame has
+them) with ``bytes.find``, separately in the public part of the item and in
+the private item (2005,140F).  Anything unexpected (implicit VR, a frame
+count that does not match, a value not found) returns None and the caller
+uses the pydicom path; tests check both paths give the same records.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import mmap
+import re
+import struct
+
+from . import _philips_par as par
+from ._philips_dicom import DD001, MR001, MR005, _num, private_tag
+
+ITEM = b"\xfe\xff\x00\xe0"
+PFG = struct.pack("<HH", 0x5200, 0x9230) + b"SQ\x00\x00"
+
+# name: (part, tag or (creator, offset), default)
+PUBLIC = {
+    "stack_id": 0x00209056, "in_stack": 0x00209057, "temporal_index": 0x00209128,
+    "spacing": 0x00280030, "thickness": 0x00180050, "between": 0x00180088,
+    "ipp": 0x00200032, "iop": 0x00200037, "contrast": 0x00089209, "percent": 0x00180093,
+    "ri": 0x00281052, "rs": 0x00281053, "wc": 0x00281050, "ww": 0x00281051,
+    "effective_te": 0x00189082, "b_value": 0x00189087, "trigger_delay": 0x00209153,
+}
+PRIVATE = {
+    "slice": (DD001, 0x0A), "echo": 0x00180086, "dynamic": 0x00200100, "phase": (DD001, 0x08),
+    "type": (MR001, 0x11), "sequence": (MR001, 0x6E), "ss": (MR001, 0x0E), "display": (MR001, 0x04),
+    "fmri": (MR001, 0x63), "ed_es": (DD001, 0x07), "te": 0x00180081, "dyn_time": (MR001, 0xA0),
+    "trigger": 0x00181060, "b_factor": (DD001, 0x03), "averages": 0x00180083, "flip": 0x00181314,
+    "heart_rate": 0x00181088, "rr_low": 0x00181081, "rr_high": 0x00181082, "turbo": 0x00180091,
+    "inversion": 0x00180082, "b_number": (MR005, 0x12), "gradient_number": (MR005, 0x13),
+    "anisotropy": 0x00189147, "diff_rl": (MR001, 0xB0), "diff_ap": (MR001, 0xB1), "diff_fh": (MR001, 0xB2),
+    "label": (MR005, 0x29), "p_spacing": 0x00280030, "p_thickness": 0x00180050, "p_between": 0x00180088,
+    "p_ri": 0x00281052, "p_rs": 0x00281053, "p_wc": 0x00281050, "p_ww": 0x00281051,
+}
+_BINARY = {"FL": "<f", "FD": "<d", "UL": "<I", "SL": "<i", "US": "<H", "SS": "<h"}
+
+
+def _decode(vr: str, raw: bytes):
+    if vr in _BINARY:
+        fmt = _BINARY[vr]
+        count = len(raw) // struct.calcsize(fmt)
+        values = struct.unpack("<%d%s" % (count, fmt[1]), raw)
+        return values[0] if count == 1 else list(values)
+    text = raw.decode("latin-1").strip(" \0")
+    if vr in ("DS", "IS"):
+        parts = text.split("\\")
+        return parts[0] if len(parts) == 1 else parts
+    return text
+
+
+def _finder(tag: int, vr: str):
+    pattern = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
+
+    def find(chunk: bytes):
+        at = chunk.find(pattern)
+        if at < 0:
+            return None
+        length = struct.unpack_from("<H", chunk, at + 6)[0]
+        return _decode(vr, chunk[at + 8:at + 8 + length])
+
+    return find
+
+
+def _shared_value(shared, tag: int):
+    """A value of a shared functional group (one level down), or None."""
+    if shared is None:
+        return None
+    for element in shared:
+        if element.VR == "SQ" and element.value:
+            item = element.value[0]
+            if tag in item:
+                return item[tag].value
+    return None
+
+
+def read_fast(path, nframes_hint: int | None = None):
+    """(top-level data set, per-frame value dicts, pixel data offset), or None to use pydicom."""
+    from pydicom import dcmread
+    from pydicom.filereader import read_dataset
+
+    with open(path, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        start = mm.find(PFG)
+        if start < 0:
+            return None
+        head = dcmread(io.BytesIO(mm[:start]))
+        if str(head.file_meta.TransferSyntaxUID) != "1.2.840.10008.1.2.1":
+            return None
+        rows, columns, bits = int(head.Rows), int(head.Columns), int(head.BitsAllocated)
+        nframes = int(head.NumberOfFrames)
+        nbytes = rows * columns * bits // 8 * nframes
+        length = struct.pack("<I", nbytes + (nbytes & 1))
+        pixel_at = -1
+        for vr in (b"OW", b"OB"):
+            pixel_at = mm.rfind(b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + length)
+            if pixel_at >= 0:
+                break
+        if pixel_at < start:
+            return None
+        region = mm[start + 12:pixel_at]
+    finally:
+        mm.close()
+    if region[:4] != ITEM:
+        return None
+    first_tag = region[8:12]
+    starts = [m.start() for m in re.finditer(re.escape(ITEM) + b".{4}" + re.escape(first_tag) + b"SQ", region,
+                                             re.S)]
+    if len(starts) != nframes or starts[0] != 0:
+        return None
+    starts.append(len(region))
+    bounds = []
+    for i in range(nframes):
+        size = struct.unpack_from("<I", region, starts[i] + 4)[0]
+        if size != 0xFFFFFFFF:
+            bounds.append((starts[i] + 8, starts[i] + 8 + size))
+        else:
+            bounds.append((starts[i] + 8, starts[i + 1]))
+    first_body = region[bounds[0][0]:bounds[0][1]]
+    if struct.unpack_from("<I", region, 4)[0] == 0xFFFFFFFF:
+        first_body = first_body[:first_body.rfind(b"\xfe\xff\x0d\xe0")]
+    frame0 = read_dataset(io.BytesIO(first_body), False, True)
+    private_seq = private_tag(frame0, MR005, 0x0F)
+    if private_seq is None or private_seq not in frame0 or not frame0[private_seq].value:
+        return None
+    p0 = frame0[private_seq].value[0]
+    split = struct.pack("<HH", private_seq >> 16, private_seq & 0xFFFF) + b"SQ"
+    shared = head.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in head else None
+
+    def vr_in(dataset, tag):
+        if tag in dataset:
+            return dataset[tag].VR
+        for element in dataset:
+            if element.VR == "SQ" and element.value and tag in element.value[0]:
+                return element.value[0][tag].VR
+        return None
+
+    public = []
+    constants = {}
+    for name, tag in PUBLIC.items():
+        vr = vr_in(frame0, tag)
+        if vr is not None and vr != "SQ":
+            public.append((name, _finder(tag, vr)))
+        else:
+            constants[name] = _shared_value(shared, tag)
+    private = []
+    for name, spec in PRIVATE.items():
+        tag = spec if isinstance(spec, int) else private_tag(p0, *spec)
+        if tag is not None and tag in p0:
+            private.append((name, _finder(tag, p0[tag].VR)))
+        else:
+            constants[name] = None
+    values = []
+    for lo, hi in bounds:
+        chunk = region[lo:hi]
+        at = chunk.find(split)
+        if at < 0:
+            return None
+        head_part, tail = chunk[:at], chunk[at:]
+        frame = dict(constants)
+        for name, find in public:
+            frame[name] = find(head_part)
+        for name, find in private:
+            frame[name] = find(tail)
+        values.append(frame)
+    return head, values, pixel_at + 12
+
+
+def records_from_values(ds, values: list, where) -> list[dict]:
+    """PAR image records from the per-frame values of ``read_fast`` (same rules as frame_records)."""
+    from ._philips_dicom import PhilipsError, _code, _round, pget
+
+    stacks = list(pget(ds, DD001, 0x5F) or [])
+    stack_values = [{
+        "angulation_ap": _num(pget(s, MR001, 0x71)), "angulation_fh": _num(pget(s, MR001, 0x72)),
+        "angulation_rl": _num(pget(s, MR001, 0x73)),
+        "slice_orientation": par.VIEW_AXIS.get(str(pget(s, MR001, 0x81, "")).strip().upper(), 0)} for s in stacks]
+    rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    top_between = ds.get("SpacingBetweenSlices")
+    top_contrast = str(ds.get("AcquisitionContrast", "UNKNOWN") or "UNKNOWN")
+    top_percent = ds.get("PercentSampling", 100)
+    records = []
+    for number, v in enumerate(values):
+        def pick(*names, default=None):
+            for name in names:
+                value = v.get(name)
+                if value not in (None, ""):
+                    return value
+            return default
+
+        try:
+            stack = stack_values[int(str(v.get("stack_id") or "1").strip()) - 1]
+        except (ValueError, IndexError):
+            stack = stack_values[0]
+        spacing = pick("spacing", "p_spacing")
+        ipp, iop = v.get("ipp"), v.get("iop")
+        if spacing is None or ipp is None or iop is None:
+            raise PhilipsError(f"{where}: frame {number + 1} has no Pixel Spacing or Plane Position/Orientation")
+        row_spacing, col_spacing = float(spacing[0]), float(spacing[1])
+        ipp = [float(x) for x in ipp]
+        iop = [float(x) for x in iop]
+        half_x, half_y = col_spacing * (columns - 1) / 2, row_spacing * (rows - 1) / 2
+        centre = [ipp[k] + iop[k] * half_x + iop[3 + k] * half_y for k in range(3)]
+        thickness = _num(pick("thickness", "p_thickness"))
+        between = pick("between", "p_between", default=top_between)
+        contrast = str(pick("contrast", default=top_contrast)).strip().upper()
+        display = str(pick("display", default="NONE")).strip().upper()
+        trigger = pick("trigger", "trigger_delay", default=0)
+        records.append({
+            "slice": int(_num(pick("slice", "in_stack", default=1))),
+            "echo": int(_num(pick("echo", default=1))),
+            "dynamic": int(_num(pick("dynamic", "temporal_index", default=1))),
+            "phase": int(_num(pick("phase", default=1))),
+            "type": _code(pick("type", default="M"), par.IMAGE_TYPES, "image type (2005,1011)", where),
+            "sequence": _code(pick("sequence", default="UNSPECIFIED"), par.SEQUENCES,
+                              "scanning sequence (2005,106E)", where),
+            "index": number, "bits": bits,
+            "scan_percentage": int(_num(pick("percent", default=top_percent), 100)),
+            "recon_x": columns, "recon_y": rows,
+            "rescale_intercept": _num(pick("ri", "p_ri", default=0)),
+            "rescale_slope": _num(pick("rs", "p_rs", default=1), 1.0),
+            "scale_slope": _num(pick("ss"), 1.0),
+            "window_center": _round(pick("wc", "p_wc", default=0)),
+            "window_width": _round(pick("ww", "p_ww", default=0)),
+            **{k: stack[k] for k in ("angulation_ap", "angulation_fh", "angulation_rl")},
+            "offcentre_ap": centre[1], "offcentre_fh": centre[2], "offcentre_rl": centre[0],
+            "thickness": thickness,
+            "gap": (_num(between) - thickness) if between is not None else 0.0,
+            "display_orientation": par.DISPLAY.index(display) if display in par.DISPLAY else 0,
+            "slice_orientation": stack["slice_orientation"],
+            "fmri_status": int(_num(pick("fmri", default=0))),
+            "ed_es": par.ED_ES.get(str(pick("ed_es", default="U")).strip().upper(), 2),
+            "spacing_x": col_spacing, "spacing_y": row_spacing,
+            "echo_time": _num(pick("te", "effective_te", default=0)),
+            "dyn_time": _num(pick("dyn_time", default=0)),
+            "trigger_time": _num(trigger),
+            "b_factor": _num(pick("b_factor", "b_value", default=0)),
+            "averages": int(_num(pick("averages", default=1))),
+            "flip_angle": _num(pick("flip", default=0)),
+            "heart_rate": int(_num(pick("heart_rate", default=0))),
+            "rr_low": int(_num(pick("rr_low", default=0))),
+            "rr_high": int(_num(pick("rr_high", default=0))),
+            "turbo": int(_num(pick("turbo", default=0))),
+            "inversion_delay": _num(pick("inversion", default=0)),
+            "b_number": int(_num(pick("b_number", default=1))),
+            "gradient_number": int(_num(pick("gradient_number", default=1))),
+            "contrast": par.CONTRASTS.index(contrast) if contrast in par.CONTRASTS else par.CONTRASTS.index("UNKNOWN"),
+            "anisotropy": par.ANISOTROPY.get(str(pick("anisotropy", default="")).strip().upper(), 0),
+            "diffusion_ap": _num(pick("diff_ap", default=0)),
+            "diffusion_fh": _num(pick("diff_fh", default=0)),
+            "diffusion_rl": _num(pick("diff_rl", default=0)),
+            "label": 2 if str(pick("label", default="")).strip().upper() == "LABEL" else 1,
+        })
+    return records
+
+
+del math
