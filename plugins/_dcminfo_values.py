@@ -80,9 +80,13 @@ def load_settings() -> tuple[list[str] | None, int | None, list[str]]:
 
 def read_dataset(path, pixels: bool = False):
     """The whole header with pydicom (and the pixel data element if ``pixels``)."""
+    import warnings
+
     from pydicom import dcmread
 
-    return dcmread(path, stop_before_pixels=not pixels, force=True)
+    with warnings.catch_warnings():  # pydicom's complaints about odd values are not the user's business here
+        warnings.simplefilter("ignore")
+        return dcmread(path, stop_before_pixels=not pixels, force=True)
 
 
 def occurrences(ds, tag: int, first: bool) -> list:

@@ -87,6 +87,13 @@ class InfoValues(Transform):
         self.lean = frozenset(self.tag_list) | {_NUMBER_OF_FRAMES} if not set(self.tag_list) <= declared else None
 
     def transform(self, item):
+        import warnings
+
+        with warnings.catch_warnings():  # pydicom's remarks on odd values (as it converts them) are noise here
+            warnings.simplefilter("ignore")
+            return self._transform(item)
+
+    def _transform(self, item):
         from dcmpipe.header import read_header
         from dcmpipe.plugins._dcminfo_values import frame_table, occurrences, read_dataset
         from dcmpipe.plugins._dcmls_common import name, number, text
@@ -469,7 +476,15 @@ def _validate(tags: list[str], where: str) -> None:
         raise click.BadParameter(str(exc), param_hint=where) from None
 
 
+def _debug() -> bool:
+    from dcmpipe.cli import STATE
+
+    return bool(STATE.get("debug"))
+
+
 def _whole_file_form(files, list_elements: bool, by_keyword: bool) -> None:
+    import warnings
+
     from dcmpipe import NotDicomError
     from dcmpipe.header import read_header
     from dcmpipe.plugins._dcminfo_values import dump, element_list, read_dataset
@@ -483,9 +498,18 @@ def _whole_file_form(files, list_elements: bool, by_keyword: bool) -> None:
             click.echo(f"dcmpipe: error: {exc}", err=True)
             failed += 1
             continue
+        except Exception as exc:  # noqa: BLE001 - damage pydicom finds past the header: one line, go on
+            if _debug():
+                raise
+            detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            click.echo(f"dcmpipe: error: {path}: unreadable DICOM file ({detail})", err=True)
+            failed += 1
+            continue
         if len(files) > 1:
             click.echo(("\n" if n else "") + f"==> {path} <==")
-        lines = element_list(ds, by_keyword) if list_elements else dump(ds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lines = element_list(ds, by_keyword) if list_elements else dump(ds)
         try:
             click.echo("\n".join(lines))
         except BrokenPipeError:

@@ -381,3 +381,23 @@ def test_print_recipe(exam, tmp_path):
     result = _info("-r", "SeriesNumber", "--print-recipe", exam, tmp_path=tmp_path)
     assert 'name = "tag-values"' in result.stdout and 'export = "rename"' in result.stdout
     assert os.listdir(exam)
+
+
+CORPUS = SHARED / "corpus"
+
+
+@pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").is_file(), reason=f"{CORPUS} (shared corpus) not present")
+def test_every_file_of_the_real_corpus_is_in_the_table_or_named_as_not_dicom(tmp_path):
+    result = _info("-w", "100000", CORPUS, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    _, rows = _sections(result.stdout)
+    bad = re.findall(r"^  (\S+): (.+)$", result.stdout.split("Not DICOM", 1)[1], re.M)
+    files = {str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file()}
+    shown = [r["file"] for r in rows] + [name for name, _ in bad]
+    assert sorted(shown) == sorted(files)
+    assert {"MANIFEST.tsv", "README.md"} <= {name for name, _ in bad}
+    by_file = {r["file"]: r for r in rows}
+    assert by_file["pydicom/CT_small.dcm"]["Modality"] == "CT"
+    if "nibabel-sdist/4d_multiframe_test_8frames.dcm" in by_file:  # an Enhanced file: found in its groups
+        assert by_file["nibabel-sdist/4d_multiframe_test_8frames.dcm"]["RepetitionTime"] == "6.3"

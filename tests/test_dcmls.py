@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, run_cli
+from conftest import DATA, SHARED, run_cli
 
 DEFAULT = ["SeriesDate", "SeriesTime", "StudyDescription", "SeriesDescription", "PatientName", "PatientID",
            "ProtocolName", "SeriesNumber", "PerformedProcedureStepDescription"]
@@ -175,3 +175,35 @@ def test_a_closed_pipe_ends_the_listing_quietly(many):
                           text=True, env=dict(os.environ))
     assert len(proc.stdout.splitlines()) == 3
     assert "Error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+CORPUS = SHARED / "corpus"
+
+
+@pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").is_file(), reason=f"{CORPUS} (shared corpus) not present")
+def test_every_file_of_the_real_corpus_is_listed_without_a_crash():
+    """~240 real files: many modalities, syntaxes, character sets, damaged files, PAR/REC and text."""
+    import warnings
+
+    from pydicom import dcmread
+
+    result = run_cli("ls", CORPUS, "-F", "tsv", "--tags", "PatientName:Modality:SeriesNumber")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    rows = {Path(r["path"]): r for r in _tsv(result.stdout)}
+    files = {p for p in CORPUS.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.parts)}
+    assert set(rows) == files
+    checked = 0
+    for path, row in rows.items():
+        if row["dicom"] != "yes" or path.suffix != ".dcm":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = dcmread(path, stop_before_pixels=True)
+            except Exception:  # noqa: BLE001 - files pydicom refuses are compared no further
+                continue
+        assert row["PatientName"] == str(ds.get("PatientName") or ""), path
+        assert row["Modality"] == (ds.get("Modality") or ""), path
+        checked += 1
+    assert checked > 100
