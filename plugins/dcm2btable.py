@@ -38,7 +38,7 @@ def diffusion_volumes(path, tolerance: float = 1e-3) -> tuple[list, list]:
     """``(volumes, warnings)`` of an Enhanced MR file, one :class:`Volume` per diffusion volume."""
     from dcmpipe import enhanced as E
 
-    ds = E.read_dataset(path, pixels=False)
+    ds = E.read_dataset(path, pixels=False, lean=True)
     if "PerFrameFunctionalGroupsSequence" not in ds:
         raise E.EnhancedError(f"{path}: lacks the Per-frame Functional Groups Sequence (5200,9230)")
     dims = E.dimensions(ds, path)

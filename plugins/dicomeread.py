@@ -117,7 +117,7 @@ def _affine(info, source, slice_axis):
 
     from dcmpipe.enhanced import frame_item, read_dataset
 
-    ds = read_dataset(source, pixels=False)
+    ds = read_dataset(source, pixels=False, lean=True)
     first = tuple(0 for _ in info.axes)
     f0 = int(info.frames[first]) - 1 if info.axes else 0
 

@@ -326,3 +326,62 @@ def test_import_dcmpipe_stays_light():
            "f = dcmpipe.dicomeread; assert f.__module__ == 'dcmpipe.enhanced'; print('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "ok", r.stderr
+
+
+LEAN_FILES = [T2STAR, BALLS / "DICOM" / "DTI.dcm", BALLS / "DICOM" / "T1.dcm", ASL, FIELDMAP,
+              CORPUS / "nibabel" / "philips_mprage.dcm", CORPUS / "nibabel-sdist" / "4d_multiframe_test_8frames.dcm"]
+
+
+@pytest.mark.parametrize("path", LEAN_FILES, ids=lambda p: p.name)
+def test_lean_walk_gives_what_pydicom_gives(path, monkeypatch):
+    """The fast Explicit VR Little Endian walk and pydicom read every file alike."""
+    from dcmpipe import enhanced
+
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    assert isinstance(enhanced.read_dataset(path, lean=True), enhanced.LeanDataset)
+    fast, fast_info = dcmpipe.dicomeread(path)
+
+    def unsure(*args):
+        raise enhanced._LeanUnsure("test")
+
+    monkeypatch.setattr(enhanced, "_lean_read", unsure)
+    slow, slow_info = dcmpipe.dicomeread(path)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.dtype == slow.dtype
+    assert json.dumps(fast_info.as_dict()) == json.dumps(slow_info.as_dict())
+
+
+def test_files_the_lean_walk_leaves_to_pydicom(tmp_path):
+    from dcmpipe import enhanced
+
+    ds = load(T2STAR)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    path = tmp_path / "implicit.dcm"
+    ds.save_as(path, implicit_vr=True, little_endian=True)
+    assert not isinstance(enhanced.read_dataset(path, lean=True), enhanced.LeanDataset)
+    array, _ = dcmpipe.dicomeread(path)
+    np.testing.assert_array_equal(array, dcmpipe.dicomeread(T2STAR)[0])
+
+
+def test_lean_walk_reads_defined_length_sequences(tmp_path):
+    from dcmpipe import enhanced
+
+    ds = load(T2STAR)
+
+    def define(dataset):
+        for element in dataset:
+            if element.VR == "SQ":
+                element.is_undefined_length = False
+                for item in element.value:
+                    item.is_undefined_length_sequence_item = False
+                    define(item)
+
+    define(ds)
+    path = save(ds, tmp_path / "defined.dcm")
+    assert b"\xff\xff\xff\xff" not in path.read_bytes()[: path.read_bytes().find(b"\xe0\x7f\x10\x00")]
+    assert isinstance(enhanced.read_dataset(path, lean=True), enhanced.LeanDataset)
+    array, info = dcmpipe.dicomeread(path)
+    base, base_info = dcmpipe.dicomeread(T2STAR)
+    np.testing.assert_array_equal(array, base)
+    assert info.as_dict()["axes"] == base_info.as_dict()["axes"]
