@@ -157,6 +157,7 @@ class App:
                 f["default"] = str(value)
         self.token = secrets.token_urlsafe(24)
         self.lock = threading.Lock()
+        self.previewing = threading.Lock()
         self.jobs: dict[str, Job] = {}
         self.counter = 0
         self.server: ThreadingHTTPServer | None = None
@@ -222,9 +223,14 @@ class App:
         with self.lock:
             if self.running():
                 raise form.FormError({"": "a run is in progress"})
-        summary = run_recipe(build_recipe(data, Path.cwd(), source="movegui preview"), dry_run=True,
-                             jobs=plan["params"].get("jobs"), progress=False, out=io.StringIO(),
-                             on_item=collect.add)
+            if not self.previewing.acquire(blocking=False):
+                raise form.FormError({"": "a preview is in progress"})
+        try:
+            summary = run_recipe(build_recipe(data, Path.cwd(), source="movegui preview"), dry_run=True,
+                                 jobs=plan["params"].get("jobs"), progress=False, out=io.StringIO(),
+                                 on_item=collect.add)
+        finally:
+            self.previewing.release()
         result = collect.result()
         result.update(command=plan["command"], toml=plan["toml"], line=summary.line(dry_run=True))
         source_field = next((f["name"] for f in self.fields if f["kind"] == "folder" and not f["output"]), "")
@@ -241,8 +247,8 @@ class App:
     def start(self, body: dict) -> Job:
         plan = self.plan(body)
         with self.lock:
-            if self.running():
-                raise form.FormError({"": "a run is in progress"})
+            if self.running() or self.previewing.locked():
+                raise form.FormError({"": "a run or a preview is in progress"})
             self.counter += 1
             total = int(body.get("total") or 0)
             mode = "copy" if plan["params"].get("copy") else ("rename" if plan["params"].get("rename") else "move")

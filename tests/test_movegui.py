@@ -151,10 +151,20 @@ def _fill(driver, values: dict) -> None:
 
 
 def _preview(driver):
+    form = driver.find_element("id", "form")
+    count = int(form.get_attribute("data-previews") or 0)
     driver.find_element("id", "preview").click()
-    _wait(driver, lambda d: d.find_element("id", "studies").find_elements("css selector", "input.study")
-          or d.find_element("id", "err-").text or any(e.text for e in d.find_elements("css selector", ".field .error")),
-          what="preview")
+    _wait(driver, lambda d: int(form.get_attribute("data-previews") or 0) > count, what="preview")
+
+
+def _screenshot(driver, tmp_path: Path, name: str) -> None:
+    """Take a screenshot; it replaces docs/images/NAME when DCMPIPE_SCREENSHOTS=1 (or when it is missing)."""
+    shot = tmp_path / name
+    driver.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("DCMPIPE_SCREENSHOTS") == "1" or not (IMAGES / name).exists():
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, IMAGES / name)
 
 
 def _text(driver, element_id: str) -> str:
@@ -216,8 +226,7 @@ def test_preview_untick_a_study_run_sorts_like_dcmpipe_move(browser, export, tmp
         assert "0401_fMRI_rest" in studies  # the planned folder, with -S
         assert "non-DICOM" in _text(browser, "others") and "README.txt" in _text(browser, "others")
         assert not dest.exists(), "the preview wrote something"
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(IMAGES / "movegui-form.png"))
+        _screenshot(browser, tmp_path, "movegui-form.png")
 
         recipe_all, recipe_file = tmp_path / "all.toml", tmp_path / "sort.toml"
         save = browser.find_element("id", "f-save")
@@ -241,7 +250,7 @@ def test_preview_untick_a_study_run_sorts_like_dcmpipe_move(browser, export, tmp
         assert browser.find_element("id", "summary-box").get_attribute("data-state") == "finished"
         assert int(browser.find_element("id", "progress-text").get_attribute("data-updates") or 0) >= 1
         summary = _text(browser, "summary")
-        browser.save_screenshot(str(IMAGES / "movegui-run.png"))
+        _screenshot(browser, tmp_path, "movegui-run.png")
     finally:
         out, err = server.stop()
 
@@ -277,7 +286,7 @@ def test_bad_destination_is_shown_next_to_the_field_and_nothing_moves(browser, e
         _open(browser, server)
         _fill(browser, {"source": export, "recurse": True, "wait": "0", "destdir": not_a_folder})
         _preview(browser)
-        assert "is not a folder" in _text(browser, "err-destdir")
+        assert re.search("is not a folder|is a file", _text(browser, "err-destdir"))
         assert not browser.find_elements("css selector", "input.study")
         assert browser.find_element("id", "run").get_attribute("disabled")
         # inside the source, read recursively

@@ -107,10 +107,14 @@ function selection() {
   return {keep, all: keep.length === boxes.length};
 }
 
+let epoch = 0;  // a preview started since a recipe request was sent makes its answer stale
+
 async function updateRecipe() {
   const body = {values: values(), check: false};
   if (preview) Object.assign(body, selection());
+  const sent = epoch;
   const data = await api("/api/recipe", body);
+  if (sent !== epoch) return;
   if (data.errors) { showErrors(data.errors); return; }
   showErrors({});
   $("command").textContent = data.command;
@@ -124,6 +128,8 @@ function plural(n, word) { return `${n.toLocaleString()} ${word}${n === 1 ? "" :
 
 async function doPreview(event) {
   event.preventDefault();
+  epoch += 1;
+  clearTimeout(recipeTimer);
   $("preview").disabled = true;
   $("run").disabled = true;
   $("preview").textContent = "Previewing…";
@@ -139,6 +145,7 @@ async function doPreview(event) {
   } finally {
     $("preview").disabled = false;
     $("preview").textContent = "Preview";
+    $("form").dataset.previews = String(Number($("form").dataset.previews || 0) + 1);
   }
 }
 
