@@ -8,15 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dcmpipe.plugins._dcmls_common import name, number, parse_tags, text
+from dcmpipe.plugins._dcmls_common import number, text
 
-DEFAULT_TAGS = (
-    "PatientName", "PatientID", "StudyDate", "StudyDescription", "SeriesNumber", "SeriesDescription",
-    "ProtocolName", "Modality", "Manufacturer", "MagneticFieldStrength", "ImageType", "Rows", "Columns",
-    "PixelSpacing", "SliceThickness", "RepetitionTime", "EchoTime", "FlipAngle", "NumberOfFrames",
-    "InstanceNumber",
-)
-DEFAULT_WIDTH = 200
 ABSENT = "-"
 
 
@@ -281,5 +274,4 @@ def dump(ds) -> list[str]:
     return lines
 
 
-__all__ = ["DEFAULT_TAGS", "DEFAULT_WIDTH", "load_settings", "occurrences", "frame_table", "render",
-           "element_list", "dump", "read_dataset", "name", "parse_tags"]
+__all__ = ["load_settings", "occurrences", "frame_table", "render", "element_list", "dump", "read_dataset"]

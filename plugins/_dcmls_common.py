@@ -69,7 +69,7 @@ def _did_you_mean(text: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def parse_tags(values, separators: str = ":, ") -> list[int]:
+def parse_tags(values) -> list[int]:
     """Tags from a list of strings, each possibly holding several (``A:B``); no repeats.
 
     ``,`` separates tags only where it cannot be part of a number (``0008,103e``).
@@ -86,6 +86,20 @@ def parse_tags(values, separators: str = ":, ") -> list[int]:
             if tag not in tags:
                 tags.append(tag)
     return tags
+
+
+def check_tags(tags: list[str], allow_all: bool = False) -> None:
+    """Raise ValueError naming every unknown tag of a step's ``tags`` option (``*`` allowed if ``allow_all``)."""
+    problems = []
+    for entry in tags:
+        if allow_all and entry.strip() == "*":
+            continue
+        try:
+            parse_tags([entry])
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("option 'tags': " + "; ".join(problems))
 
 
 def name(tag: int) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from dcmpipe import DcmpipeError, Exporter, Namer, Skip, Transform, hookimpl, option
-from dcmpipe.plugins._dcmls_common import shown
+from dcmpipe.plugins._dcmls_common import check_tags, shown
 
 _NUMBER_OF_FRAMES = 0x00280008
 _SOP = "1.2.840.10008.5.1.4.1.1."
@@ -37,21 +37,6 @@ DEFAULT_TAGS = (
 )
 
 
-def _check_tags(tags: list[str], allow_all: bool) -> None:
-    from dcmpipe.plugins._dcmls_common import parse_tags
-
-    problems = []
-    for text in tags:
-        if allow_all and text.strip() == "*":
-            continue
-        try:
-            parse_tags([text])
-        except ValueError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ValueError("option 'tags': " + "; ".join(problems))
-
-
 # -- transform: the values of each file --------------------------------------------------------------
 
 
@@ -64,7 +49,7 @@ class InfoValuesOptions:
     frames: bool = option(False, help="the per-frame functional group values of Enhanced (multi-frame) files")
 
     def __post_init__(self):
-        _check_tags(self.tags, allow_all=True)
+        check_tags(self.tags, allow_all=True)
 
 
 class InfoValues(Transform):
@@ -262,7 +247,7 @@ class TagValuesOptions:
     def __post_init__(self):
         if not self.tags:
             raise ValueError("option 'tags': give at least one tag")
-        _check_tags(self.tags, allow_all=False)
+        check_tags(self.tags)
         if "/" in self.extension or "\\" in self.extension or self.extension in (".", ".."):
             raise ValueError(f"option 'extension': {self.extension!r} must be a plain suffix like '.dcm'")
 

@@ -22,7 +22,7 @@ from typing import Literal
 import click
 
 from dcmpipe import DcmpipeError, Exporter, hookimpl, option
-from dcmpipe.plugins._dcmls_common import Output, name, parse_tags, plain, shown, text
+from dcmpipe.plugins._dcmls_common import Output, check_tags, name, parse_tags, plain, shown, text
 
 DEFAULT_TAGS = (
     "SeriesDate", "SeriesTime", "StudyDescription", "SeriesDescription", "PatientName", "PatientID",
@@ -42,15 +42,7 @@ class ListingOptions:
                              help="header fields of DICOM files, as keywords or numbers (0008,103e)")
 
     def __post_init__(self):
-
-        problems = []
-        for text in self.tags:
-            try:
-                parse_tags([text])
-            except ValueError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise ValueError("option 'tags': " + "; ".join(problems))
+        check_tags(self.tags)
         if self.output is not None and os.path.lexists(self.output):
             raise ValueError(f"option 'output': {self.output} already exists; a listing never overwrites a file")
 
