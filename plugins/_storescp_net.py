@@ -192,6 +192,7 @@ class Association(threading.Thread):
         self.stored = self.failed = 0
         self.incoming = None
         self.rfile = None
+        self.view = memoryview(bytearray(1 << 20))  # reused for every fragment: no allocation per read
 
     # -- socket helpers --
 
@@ -369,13 +370,13 @@ class Association(threading.Thread):
         incoming = self.incoming
         if message is None or incoming is None:
             raise ValueError("data set fragment without a C-STORE command")
-        read = self.rfile.read
+        readinto, view = self.rfile.readinto, self.view
         while size > 0:
-            chunk = read(min(size, 1 << 20))
-            if not chunk:
+            got = readinto(view[:min(size, len(view))])
+            if not got:
                 raise ConnectionError("the peer closed the connection in the middle of a data set")
-            size -= len(chunk)
-            incoming.write(chunk)
+            size -= got
+            incoming.write(view[:got])
         if last:
             self.incoming = None
             status = incoming.finish()

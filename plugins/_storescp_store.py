@@ -30,6 +30,53 @@ _STUDY_UID = 0x0020000D
 _counter = itertools.count(1)
 
 
+_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"))
+_SHORT_VRS = frozenset(v.encode() for v in "AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
+_EXPLICIT_LE, _IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+
+
+def quick_study_uid(data: bytes, syntax: str):
+    """The top-level Study Instance UID from the start of a little-endian data set.
+
+    Walks the elements with ``struct``; returns the UID, ``None`` when the data set
+    has none, or ``False`` when it cannot tell (another transfer syntax, an
+    undefined length on the way, not enough bytes): then ask :func:`study_uid_of`.
+    """
+    import struct
+
+    explicit = syntax == _EXPLICIT_LE or syntax.startswith("1.2.840.10008.1.2.4.") or syntax == "1.2.840.10008.1.2.5"
+    if not explicit and syntax != _IMPLICIT_LE:
+        return False
+    head, long_vrs, short_vrs, n, pos = struct.Struct("<HHL").unpack_from, _LONG_VRS, _SHORT_VRS, len(data), 0
+    short, ul = struct.Struct("<HH2sH").unpack_from, struct.Struct("<L").unpack_from
+    while pos + 8 <= n:
+        if explicit:
+            group, elem, vr, length = short(data, pos)
+            if vr in long_vrs:
+                if pos + 12 > n:
+                    return False
+                length = ul(data, pos + 8)[0]
+                start = pos + 12
+            elif vr in short_vrs:
+                start = pos + 8
+            else:  # not explicit VR after all, or damaged: let pydicom decide
+                return False
+        else:
+            group, elem, length = head(data, pos)
+            start = pos + 8
+        tag = group << 16 | elem
+        if tag >= 0x0020000D:
+            if tag > 0x0020000D:
+                return None
+            if start + length > n:
+                return False
+            return data[start:start + length].rstrip(b"\0 ").decode("ascii", "replace") or None
+        if length == 0xFFFFFFFF:
+            return False
+        pos = start + length
+    return False
+
+
 def study_uid_of(data) -> str | None:
     """The Study Instance UID of a file or of the first bytes of one (None if not found)."""
     from dcmpipe.errors import NotDicomError
@@ -44,20 +91,31 @@ def study_uid_of(data) -> str | None:
     return str(value) if value else None
 
 
+_UID_CHARS = frozenset("0123456789.")
+
+
+def safe_uid(uid: str | None, fallback: str) -> str:
+    """A UID as a file name: as it is when it is a plain UID, else made safe."""
+    if uid and len(uid) <= 64 and uid[0] != "." and _UID_CHARS.issuperset(uid):
+        return uid
+    from dcmpipe.naming import component
+
+    return component(uid, fallback)
+
+
 class Incoming:
     """One object arriving: a temporary file in the store, written as the bytes come."""
 
     def __init__(self, store: "StudyStore", calling: str, sop_class: str, sop_instance: str, syntax: str):
-        from dcmpipe.naming import component
-
         from ._storescp_net import file_meta
 
         self.store, self.sop_class, self.sop_instance = store, sop_class, sop_instance
         self.study = None
         self.error: OSError | None = None
         self.head = bytearray()
+        self.syntax = syntax
         self.meta = file_meta(sop_class, sop_instance, syntax, calling)
-        safe = component(sop_instance, "UNKNOWN")
+        safe = safe_uid(sop_instance, "UNKNOWN")
         self.tmp = store.root / f".{safe}.{next(_counter)}.{os.getpid()}.dcmpipe-part"
         self.file = None
         try:
@@ -89,13 +147,21 @@ class Incoming:
         if len(self.head) < HEAD:
             self.head += chunk[: HEAD - len(self.head)]
             if len(self.head) >= HEAD and self.study is None:
-                self.study = study_uid_of(io.BytesIO(self.meta + self.head))
+                self.study = self._study()
         if self.error is not None:
             return
         try:
             self.file.write(chunk)
         except OSError as exc:
             self._fail(exc)
+
+    def _study(self, complete: bool = False) -> str | None:
+        found = quick_study_uid(self.head, self.syntax)
+        if found is not False:
+            return found
+        if complete and len(self.head) >= HEAD:
+            return study_uid_of(self.tmp)
+        return study_uid_of(io.BytesIO(self.meta + self.head))
 
     def discard(self) -> None:
         self._drop()
@@ -114,8 +180,7 @@ class Incoming:
                     self.file.close()
                     self.file = None
                     if self.study is None:
-                        self.study = study_uid_of(io.BytesIO(self.meta + self.head)) if len(self.head) < HEAD \
-                            else study_uid_of(self.tmp)
+                        self.study = self._study(complete=True)
                     self.store.place(self)
                 except OSError as exc:
                     self._fail(exc)
@@ -157,14 +222,10 @@ class StudyStore:
             self.inflight.discard(incoming)
 
     def folder_name(self, study: str | None) -> str:
-        from dcmpipe.naming import component
-
-        return component(study, "UNKNOWN_STUDY")
+        return safe_uid(study, "UNKNOWN_STUDY")
 
     def file_name(self, sop_class: str, sop_instance: str) -> str:
-        from dcmpipe.naming import component
-
-        return f"{self.prefixes.get(sop_class, 'UNKNOWN')}.{component(sop_instance, 'UNKNOWN')}"
+        return f"{self.prefixes.get(sop_class, 'UNKNOWN')}.{safe_uid(sop_instance, 'UNKNOWN')}"
 
     def place(self, incoming: Incoming) -> None:
         """Link the finished temporary file to its name in its study folder; never overwrite."""
@@ -177,7 +238,7 @@ class StudyStore:
             self.last[name] = time.monotonic()  # the study stays open from here on
             if incoming.study:
                 self.uids[name] = incoming.study
-        if name not in self.folders or not folder.is_dir():
+        if name not in self.folders:
             folder.mkdir(exist_ok=True)
             self.folders.add(name)
         if new_study:
@@ -186,7 +247,11 @@ class StudyStore:
         target = folder / base
         for n in range(2, 1000):
             try:
-                os.link(incoming.tmp, target)
+                try:
+                    os.link(incoming.tmp, target)
+                except FileNotFoundError:  # the folder went away (removed by hand): make it again
+                    folder.mkdir(exist_ok=True)
+                    os.link(incoming.tmp, target)
                 break
             except FileExistsError:
                 if same_content(incoming.tmp, target):
