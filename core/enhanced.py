@@ -655,7 +655,8 @@ def _int(element):
 def _coordinate(ds, frame: int, dim: Dimension):
     if dim.group is None:
         return None
-    item = frame_item(ds, frame, dim.group, dim.group_creator or (PHILIPS_MR_DD005 if dim.group == 0x2005140F else None))
+    creator = dim.group_creator or (PHILIPS_MR_DD005 if dim.group == PRIVATE_FG else None)
+    item = frame_item(ds, frame, dim.group, creator)
     if item is None:
         return None
     return element_value(find_nested(item, dim.pointer, dim.pointer_creator))

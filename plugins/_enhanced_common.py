@@ -40,3 +40,9 @@ def without_path(exc: Exception, path) -> DcmpipeError:
     """The error again, without the leading ``<path>: `` (the run's report names the file already)."""
     text, prefix = str(exc), f"{path}: "
     return DcmpipeError(text[len(prefix):] if text.startswith(prefix) else text)
+
+
+def files_recipe(name: str, files, step: dict, **read_options) -> dict:
+    """The recipe of a command over FILES: read them (no settling time), then ``step``."""
+    read = {"read": "files", "path": [str(Path(f).resolve()) for f in files], "settle": 0.0, **read_options}
+    return {"recipe": {"name": name}, "step": [read, step]}

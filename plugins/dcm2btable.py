@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from dcmpipe import DcmpipeError, Exporter, hookimpl, option
+from dcmpipe import Exporter, hookimpl, option
 
-from ._enhanced_common import require_enhanced, stem, without_path
+from ._enhanced_common import files_recipe, require_enhanced, stem, without_path
 
 log = logging.getLogger("dcmpipe")
 
@@ -237,8 +237,7 @@ def dcm2btable_command(files, output, isotropic, par_order, philips_input, quiet
     for key, value in (("isotropic", isotropic), ("par_order", par_order), ("philips_input", philips_input)):
         if value:
             step[key] = True
-    data = {"recipe": {"name": "dcm2btable"}, "step": [
-        {"read": "files", "path": [str(Path(f).resolve()) for f in files], "settle": 0.0}, step]}
+    data = files_recipe("dcm2btable", files, step)
     run_tool(data, print_recipe=print_recipe, dry_run=dry_run, jobs=1, quiet=quiet,
              verbose=verbose, debug=debug)
 

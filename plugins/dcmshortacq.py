@@ -19,7 +19,7 @@ import click
 
 from dcmpipe import DcmpipeError, Exporter, Skip, hookimpl, option
 
-from ._enhanced_common import require_enhanced, without_path
+from ._enhanced_common import files_recipe, require_enhanced, without_path
 
 log = logging.getLogger("dcmpipe")
 
@@ -87,8 +87,8 @@ def plan(ds, path) -> Plan:
         return result
     early = {t: counts[t] for t in order[:-1]}
     if len(set(early.values())) > 1:
-        raise E.EnhancedError(f"{path}: dynamics have different frame counts ({', '.join(f'{t}: {n}' for t, n in early.items())}): "
-                              f"not a run stopped early")
+        counts_text = ", ".join(f"{t}: {n}" for t, n in early.items())
+        raise E.EnhancedError(f"{path}: dynamics have different frame counts ({counts_text}): not a run stopped early")
     last = order[-1]
     if counts[last] > expected:
         raise E.EnhancedError(f"{path}: the last dynamic has {counts[last]} frames, the others {expected}")
@@ -145,7 +145,8 @@ def shortened(ds, path, p: Plan):
     left = p.dynamics - 1
     places = [ds]
     shared = ds.get(0x52009229)  # Shared Functional Groups Sequence
-    for group in ([shared.value[0]] if shared is not None and shared.value else []) + list(ds.PerFrameFunctionalGroupsSequence):
+    groups = [shared.value[0]] if shared is not None and shared.value else []
+    for group in groups + list(ds.PerFrameFunctionalGroupsSequence):
         places.append(group)
         for tag in (0x2005140E, E.PRIVATE_FG):
             seq = E.find_private(group, tag, E.PHILIPS_MR_DD005)
@@ -300,9 +301,7 @@ def dcmshortacq_command(files, backup_suffix, quiet, verbose, dry_run, print_rec
     step = {"export": "shortacq"}
     if backup_suffix != ".orig":
         step["backup_suffix"] = backup_suffix
-    data = {"recipe": {"name": "dcmshortacq"}, "step": [
-        {"read": "files", "path": [str(Path(f).resolve()) for f in files], "settle": 0.0,
-         "exclude": [f"*{backup_suffix}"]}, step]}
+    data = files_recipe("dcmshortacq", files, step, exclude=[f"*{backup_suffix}"])
     run_tool(data, print_recipe=print_recipe, dry_run=dry_run, jobs=1, quiet=quiet, verbose=verbose, debug=debug)
 
 

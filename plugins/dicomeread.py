@@ -16,7 +16,7 @@ import click
 
 from dcmpipe import DcmpipeError, Exporter, hookimpl, option
 
-from ._enhanced_common import require_enhanced, target, without_path
+from ._enhanced_common import files_recipe, require_enhanced, target, without_path
 
 SUFFIXES = {"npy": ".npy", "nifti": ".nii.gz"}
 FILE_SUFFIXES = (".npy", ".nii", ".nii.gz")
@@ -194,8 +194,7 @@ def dicomeread_recipe(files, output, fmt, order, combine, scaling, layout, keep_
     for key, value in (("keep_singletons", keep_singletons), ("fill", fill), ("sidecar", sidecar)):
         if value:
             step[key] = True
-    return {"recipe": {"name": "dicomeread"}, "step": [
-        {"read": "files", "path": [str(Path(f).resolve()) for f in files], "settle": 0.0}, step]}
+    return files_recipe("dicomeread", files, step)
 
 
 @click.command("dicomeread", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})

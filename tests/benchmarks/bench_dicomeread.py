@@ -20,7 +20,6 @@ import copy
 import gzip
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
