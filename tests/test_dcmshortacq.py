@@ -196,3 +196,19 @@ def test_no_new_dciodvfy_errors(short):
         return {line for line in (r.stdout + r.stderr).splitlines() if line.startswith("Error")}
 
     assert errors(path) <= errors(path.with_name("bold.dcm.orig"))
+
+
+def test_private_dynamic_number_when_temporal_position_index_is_missing(short):
+    path, _, complete = short
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.FrameContentSequence[0].TemporalPositionIndex  # left: Philips' (0020,0100) in (2005,140F)
+    ds.save_as(path, enforce_file_format=False)
+    r = run(path)
+    assert r.returncode == 0 and "4 of 10 frames: dropped" in r.stdout
+    assert pydicom.dcmread(path).NumberOfFrames == 10
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item[0x2005, 0x140F][0].TemporalPositionIdentifier
+    ds.save_as(tmp := path.with_name("none.dcm"), enforce_file_format=False)
+    r = run(tmp)
+    assert r.returncode == 1 and "frame 1 has no temporal position" in r.stderr
