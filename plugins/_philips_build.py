@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import copy
 import io
-import math
-import mmap
 import os
 import struct
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import _philips_par as par
-from ._philips_dicom import DD001, ENHANCED_MR, MR001, MR005, MR_IMAGE, PhilipsError, _streamed_file, private_tag
+from ._philips_dicom import (DD001, ENHANCED_MR, MR001, MR005, MR_IMAGE, PhilipsError, _streamed_file, private_tag,
+                             rec_chunks)
 
 MR004 = (0x2005, "Philips MR Imaging DD 004")
 MR006 = (0x2005, "Philips MR Imaging DD 006")
@@ -475,19 +474,19 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
         if r["dynamic"] == 1:
             dyn_time1[_key_of_record(r)] = r["dyn_time"]
 
-    # Min/max stored value of every REC image (for the Max/Min FP estimates of dynamics > 1).
-    with open(rec_path, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    # Min/max stored value of every REC image (for the Max/Min FP estimates of dynamics > 1),
+    # read a few megabytes at a time.
     dtype = np.uint8 if records[0]["bits"] == 8 else np.dtype("<u2")
-    count_images = (max(r["index"] for r in records) + 1)
-    rec = np.frombuffer(mm, dtype=dtype, count=count_images * size // dtype.itemsize).reshape(count_images, -1)
+    count_images = max(r["index"] for r in records) + 1
     mins = np.empty(count_images, dtype=np.int64)
     maxs = np.empty(count_images, dtype=np.int64)
-    step = max(1, (8 << 20) // size)
-    for start in range(0, count_images, step):
-        part = rec[start:start + step]
-        mins[start:start + step] = part.min(axis=1)
-        maxs[start:start + step] = part.max(axis=1)
+    done = 0
+    for chunk in rec_chunks(rec_path, 0, size, list(range(count_images))):
+        part = np.frombuffer(chunk, dtype=dtype).reshape(-1, size // dtype.itemsize)
+        mins[done:done + len(part)] = part.min(axis=1)
+        maxs[done:done + len(part)] = part.max(axis=1)
+        done += len(part)
+        del part
 
     templates = {}
     duration_ms = float(first.get("AcquisitionDuration", 0) or 0) * 1000.0
@@ -565,15 +564,7 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
             yield _encode(after)
         total = nframes * size
         yield struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW" if records[0]["bits"] > 8 else b"OB", 0, total + (total & 1))
-        flat = rec.reshape(count_images, size // dtype.itemsize)
-        index = np.asarray([r["index"] for r in ordered], dtype=np.intp)
-        per_chunk = max(1, (8 << 20) // size)
-        for start in range(0, nframes, per_chunk):
-            part = index[start:start + per_chunk]
-            if len(part) > 1 and np.all(np.diff(part) == 1):
-                yield flat[part[0]:part[-1] + 1].data
-            else:
-                yield flat[part].data
+        yield from rec_chunks(rec_path, 0, size, [r["index"] for r in ordered])
         if total & 1:
             yield b"\0"
 

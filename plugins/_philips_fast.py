@@ -14,7 +14,6 @@ uses the pydicom path; tests check both paths give the same records.
 from __future__ import annotations
 
 import io
-import math
 import mmap
 import re
 import struct
@@ -86,7 +85,7 @@ def _shared_value(shared, tag: int):
 
 
 def read_fast(path, nframes_hint: int | None = None):
-    """(top-level data set, per-frame value dicts, pixel data offset), or None to use pydicom."""
+    """(top-level data set, per-frame value columns {name: [value per frame]}, pixel data offset), or None."""
     from pydicom import dcmread
     from pydicom.filereader import read_dataset
 
@@ -147,38 +146,47 @@ def read_fast(path, nframes_hint: int | None = None):
                 return element.value[0][tag].VR
         return None
 
-    public = []
-    constants = {}
+    # Column by column: every occurrence of a wanted element in the whole sequence, in one C-level
+    # search, assigned to its frame (public part: before the frame's 140F item; private: inside it).
+    import numpy as np
+
+    lows = np.fromiter((lo for lo, hi in bounds), dtype=np.int64, count=nframes)
+    splits = np.fromiter((m.start() for m in re.finditer(re.escape(split), region)), dtype=np.int64)
+    if len(splits) != nframes or np.any(np.searchsorted(lows, splits, "right") - 1 != np.arange(nframes)):
+        return None
+    columns = {}
+
+    def column(tag: int, vr: str, private_part: bool):
+        pattern = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
+        where = np.fromiter((m.start() for m in re.finditer(re.escape(pattern), region)), dtype=np.int64)
+        out = [None] * nframes
+        if not len(where):
+            return out
+        frame = np.searchsorted(lows, where, "right") - 1
+        inside = where >= splits[frame]
+        keep = inside if private_part else ~inside
+        unpack = struct.unpack_from
+        for at, number in zip(where[keep][::-1].tolist(), frame[keep][::-1].tolist()):
+            length = unpack("<H", region, at + 6)[0]
+            out[number] = region[at + 8:at + 8 + length]
+        return [None if raw is None else _decode(vr, raw) for raw in out]
+
     for name, tag in PUBLIC.items():
         vr = vr_in(frame0, tag)
         if vr is not None and vr != "SQ":
-            public.append((name, _finder(tag, vr)))
+            columns[name] = column(tag, vr, False)
         else:
-            constants[name] = _shared_value(shared, tag)
-    private = []
+            columns[name] = [_shared_value(shared, tag)] * nframes
     for name, spec in PRIVATE.items():
         tag = spec if isinstance(spec, int) else private_tag(p0, *spec)
         if tag is not None and tag in p0:
-            private.append((name, _finder(tag, p0[tag].VR)))
+            columns[name] = column(tag, p0[tag].VR, True)
         else:
-            constants[name] = None
-    values = []
-    for lo, hi in bounds:
-        chunk = region[lo:hi]
-        at = chunk.find(split)
-        if at < 0:
-            return None
-        head_part, tail = chunk[:at], chunk[at:]
-        frame = dict(constants)
-        for name, find in public:
-            frame[name] = find(head_part)
-        for name, find in private:
-            frame[name] = find(tail)
-        values.append(frame)
-    return head, values, pixel_at + 12
+            columns[name] = [None] * nframes
+    return head, columns, pixel_at + 12
 
 
-def records_from_values(ds, values: list, where) -> list[dict]:
+def records_from_values(ds, values: dict, where) -> list[dict]:
     """PAR image records from the per-frame values of ``read_fast`` (same rules as frame_records)."""
     from ._philips_dicom import PhilipsError, _code, _round, pget
 
@@ -191,79 +199,89 @@ def records_from_values(ds, values: list, where) -> list[dict]:
     top_between = ds.get("SpacingBetweenSlices")
     top_contrast = str(ds.get("AcquisitionContrast", "UNKNOWN") or "UNKNOWN")
     top_percent = ds.get("PercentSampling", 100)
-    records = []
-    for number, v in enumerate(values):
-        def pick(*names, default=None):
-            for name in names:
-                value = v.get(name)
-                if value not in (None, ""):
-                    return value
-            return default
+    nframes = len(next(iter(values.values())))
 
+    def merged(*names, default=None):
+        """Per frame, the first of the named columns with a value, else ``default``."""
+        out = list(values[names[0]])
+        for name in names[1:]:
+            other = values[name]
+            out = [a if a not in (None, "") else b for a, b in zip(out, other)]
+        return [default if a in (None, "") else a for a in out]
+
+    def ints(*names, default):
+        return [int(_num(x)) for x in merged(*names, default=default)]
+
+    def floats(*names, default, fallback=0.0):
+        return [_num(x, fallback) for x in merged(*names, default=default)]
+
+    def upper(*names, default):
+        return [str(x).strip().upper() for x in merged(*names, default=default)]
+
+    col = {
+        "slice": ints("slice", "in_stack", default=1), "echo": ints("echo", default=1),
+        "dynamic": ints("dynamic", "temporal_index", default=1), "phase": ints("phase", default=1),
+        "scan_percentage": [int(_num(x, 100)) for x in merged("percent", default=top_percent)],
+        "rescale_intercept": floats("ri", "p_ri", default=0), "rescale_slope": floats("rs", "p_rs", default=1, fallback=1.0),
+        "scale_slope": floats("ss", default=None, fallback=1.0),
+        "window_center": [_round(x) for x in merged("wc", "p_wc", default=0)],
+        "window_width": [_round(x) for x in merged("ww", "p_ww", default=0)],
+        "fmri_status": ints("fmri", default=0), "echo_time": floats("te", "effective_te", default=0),
+        "dyn_time": floats("dyn_time", default=0), "trigger_time": floats("trigger", "trigger_delay", default=0),
+        "b_factor": floats("b_factor", "b_value", default=0), "averages": ints("averages", default=1),
+        "flip_angle": floats("flip", default=0), "heart_rate": ints("heart_rate", default=0),
+        "rr_low": ints("rr_low", default=0), "rr_high": ints("rr_high", default=0), "turbo": ints("turbo", default=0),
+        "inversion_delay": floats("inversion", default=0), "b_number": ints("b_number", default=1),
+        "gradient_number": ints("gradient_number", default=1),
+        "diffusion_ap": floats("diff_ap", default=0), "diffusion_fh": floats("diff_fh", default=0),
+        "diffusion_rl": floats("diff_rl", default=0),
+    }
+    types = [_code(x, par.IMAGE_TYPES, "image type (2005,1011)", where) for x in merged("type", default="M")]
+    sequences = [_code(x, par.SEQUENCES, "scanning sequence (2005,106E)", where)
+                 for x in merged("sequence", default="UNSPECIFIED")]
+    contrasts = upper("contrast", default=top_contrast)
+    displays = upper("display", default="NONE")
+    ed_es = upper("ed_es", default="U")
+    anisotropy = upper("anisotropy", default="")
+    labels = upper("label", default="")
+    spacing = merged("spacing", "p_spacing")
+    thickness = floats("thickness", "p_thickness", default=None)
+    between = merged("between", "p_between", default=top_between)
+    stack_ids = merged("stack_id", default="1")
+    unknown = par.CONTRASTS.index("UNKNOWN")
+    names = list(col)
+    records = []
+    for number in range(nframes):
+        ipp, iop = values["ipp"][number], values["iop"][number]
+        if spacing[number] is None or ipp is None or iop is None:
+            raise PhilipsError(f"{where}: frame {number + 1} has no Pixel Spacing or Plane Position/Orientation")
         try:
-            stack = stack_values[int(str(v.get("stack_id") or "1").strip()) - 1]
+            stack = stack_values[int(str(stack_ids[number]).strip()) - 1]
         except (ValueError, IndexError):
             stack = stack_values[0]
-        spacing = pick("spacing", "p_spacing")
-        ipp, iop = v.get("ipp"), v.get("iop")
-        if spacing is None or ipp is None or iop is None:
-            raise PhilipsError(f"{where}: frame {number + 1} has no Pixel Spacing or Plane Position/Orientation")
-        row_spacing, col_spacing = float(spacing[0]), float(spacing[1])
-        ipp = [float(x) for x in ipp]
-        iop = [float(x) for x in iop]
+        row_spacing, col_spacing = float(spacing[number][0]), float(spacing[number][1])
+        p = [float(x) for x in ipp]
+        o = [float(x) for x in iop]
         half_x, half_y = col_spacing * (columns - 1) / 2, row_spacing * (rows - 1) / 2
-        centre = [ipp[k] + iop[k] * half_x + iop[3 + k] * half_y for k in range(3)]
-        thickness = _num(pick("thickness", "p_thickness"))
-        between = pick("between", "p_between", default=top_between)
-        contrast = str(pick("contrast", default=top_contrast)).strip().upper()
-        display = str(pick("display", default="NONE")).strip().upper()
-        trigger = pick("trigger", "trigger_delay", default=0)
-        records.append({
-            "slice": int(_num(pick("slice", "in_stack", default=1))),
-            "echo": int(_num(pick("echo", default=1))),
-            "dynamic": int(_num(pick("dynamic", "temporal_index", default=1))),
-            "phase": int(_num(pick("phase", default=1))),
-            "type": _code(pick("type", default="M"), par.IMAGE_TYPES, "image type (2005,1011)", where),
-            "sequence": _code(pick("sequence", default="UNSPECIFIED"), par.SEQUENCES,
-                              "scanning sequence (2005,106E)", where),
-            "index": number, "bits": bits,
-            "scan_percentage": int(_num(pick("percent", default=top_percent), 100)),
+        centre = [p[k] + o[k] * half_x + o[3 + k] * half_y for k in range(3)]
+        record = {name: col[name][number] for name in names}
+        record.update({
+            "type": types[number], "sequence": sequences[number], "index": number, "bits": bits,
             "recon_x": columns, "recon_y": rows,
-            "rescale_intercept": _num(pick("ri", "p_ri", default=0)),
-            "rescale_slope": _num(pick("rs", "p_rs", default=1), 1.0),
-            "scale_slope": _num(pick("ss"), 1.0),
-            "window_center": _round(pick("wc", "p_wc", default=0)),
-            "window_width": _round(pick("ww", "p_ww", default=0)),
-            **{k: stack[k] for k in ("angulation_ap", "angulation_fh", "angulation_rl")},
+            "angulation_ap": stack["angulation_ap"], "angulation_fh": stack["angulation_fh"],
+            "angulation_rl": stack["angulation_rl"],
             "offcentre_ap": centre[1], "offcentre_fh": centre[2], "offcentre_rl": centre[0],
-            "thickness": thickness,
-            "gap": (_num(between) - thickness) if between is not None else 0.0,
-            "display_orientation": par.DISPLAY.index(display) if display in par.DISPLAY else 0,
+            "thickness": thickness[number],
+            "gap": (_num(between[number]) - thickness[number]) if between[number] is not None else 0.0,
+            "display_orientation": par.DISPLAY.index(displays[number]) if displays[number] in par.DISPLAY else 0,
             "slice_orientation": stack["slice_orientation"],
-            "fmri_status": int(_num(pick("fmri", default=0))),
-            "ed_es": par.ED_ES.get(str(pick("ed_es", default="U")).strip().upper(), 2),
+            "ed_es": par.ED_ES.get(ed_es[number], 2),
             "spacing_x": col_spacing, "spacing_y": row_spacing,
-            "echo_time": _num(pick("te", "effective_te", default=0)),
-            "dyn_time": _num(pick("dyn_time", default=0)),
-            "trigger_time": _num(trigger),
-            "b_factor": _num(pick("b_factor", "b_value", default=0)),
-            "averages": int(_num(pick("averages", default=1))),
-            "flip_angle": _num(pick("flip", default=0)),
-            "heart_rate": int(_num(pick("heart_rate", default=0))),
-            "rr_low": int(_num(pick("rr_low", default=0))),
-            "rr_high": int(_num(pick("rr_high", default=0))),
-            "turbo": int(_num(pick("turbo", default=0))),
-            "inversion_delay": _num(pick("inversion", default=0)),
-            "b_number": int(_num(pick("b_number", default=1))),
-            "gradient_number": int(_num(pick("gradient_number", default=1))),
-            "contrast": par.CONTRASTS.index(contrast) if contrast in par.CONTRASTS else par.CONTRASTS.index("UNKNOWN"),
-            "anisotropy": par.ANISOTROPY.get(str(pick("anisotropy", default="")).strip().upper(), 0),
-            "diffusion_ap": _num(pick("diff_ap", default=0)),
-            "diffusion_fh": _num(pick("diff_fh", default=0)),
-            "diffusion_rl": _num(pick("diff_rl", default=0)),
-            "label": 2 if str(pick("label", default="")).strip().upper() == "LABEL" else 1,
+            "contrast": par.CONTRASTS.index(contrasts[number]) if contrasts[number] in par.CONTRASTS else unknown,
+            "anisotropy": par.ANISOTROPY.get(anisotropy[number], 0),
+            "label": 2 if labels[number] == "LABEL" else 1,
         })
+        records.append({key: record[key] for key in par.COLUMNS})
     return records
 
 
-del math

@@ -178,24 +178,23 @@ def _e3(value: float) -> str:
 
 def line_formatter(version: str):
     """A function that formats one image record (a dict) as a PAR line of ``version``."""
-    parts = []
+    names, pieces, e3 = [], [], None
     for name, *formats in LINE_FORMAT:
         fmt = formats[_FORMAT_INDEX[version]]
         if fmt is None:
             continue
-        parts.append((name, fmt, fmt.endswith("d")))
+        if fmt.endswith("E3"):
+            e3 = len(names)
+            fmt = fmt[:-3] + "%s"
+        names.append(name)
+        pieces.append(fmt)
+    line = "".join(pieces)  # one % operation per line: %d truncates floats as the console does
 
     def fmt_line(record: dict) -> str:
-        out = []
-        for name, fmt, is_int in parts:
-            value = record[name]
-            if fmt.endswith("E3"):
-                out.append(fmt[:-3] + _e3(value))
-            elif is_int:
-                out.append(fmt % int(value))
-            else:
-                out.append(fmt % value)
-        return "".join(out)
+        values = [record[name] for name in names]
+        if e3 is not None:
+            values[e3] = _e3(values[e3])
+        return line % tuple(values)
 
     return fmt_line
 
