@@ -172,6 +172,7 @@ def apply_group(spec: StepSpec, step, items: list[Item], context: Context, debug
                     except DcmpipeError as exc:
                         _fail(item, spec, exc, debug)
             return items
+        step.start_group([item for item in items if item.ok])
     except Exception as exc:
         for item in items:
             if item.ok:

@@ -241,6 +241,14 @@ class Step:
     def close(self) -> None:
         """Release what the step holds (files, associations); called once."""
 
+    def start_group(self, items: list[Item]) -> None:
+        """A group step of a per-item verb (route, export, send) sees its whole group here first.
+
+        Called once per complete group, in dry runs too, before the items are handed over one
+        by one (a sender learns every SOP class of a study before it associates).  Raising
+        fails the group's items.
+        """
+
     @classmethod
     def describe_step(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
