@@ -1,12 +1,13 @@
 """send_dicom: send DICOM files to a DICOM peer (C-STORE), check a link (C-ECHO).
 
 The send step ``send_dicom`` stores each item on a peer, keeping one
-association open for the whole run.  It reads each file's SOP class and
-transfer syntax from the header (already read by the host) and proposes one
-presentation context per (SOP class, transfer syntax) it has seen, plus
-Implicit VR Little Endian for uncompressed files; a file of a kind not yet
-proposed makes it release the association and associate again with the new
-context added (at most 128 per association).  When the peer refuses a file's
+association open for the whole run.  It works per study: before the first
+file of a study it knows the SOP class and transfer syntax of every file
+(from the headers the host read) and proposes one presentation context per
+(SOP class, transfer syntax), plus Implicit VR Little Endian for uncompressed
+files.  A kind of file the open association lacks (a new study's, or beyond
+the 128 contexts an association can carry) makes it release the association
+and associate again with the kinds still to send first.  When the peer refuses a file's
 SOP class or transfer syntax, that file fails with the peer's reason; it is
 not retried.  Other failures (peer down, association rejected or aborted, a
 failure status) are retried ``retries`` times; the delay before each send
@@ -88,7 +89,7 @@ class SendDicom(Sender):
         self.target = resolve(options)
         self.delay = 0.0
         self.assoc = None
-        self.kinds: dict[tuple, None] = {}  # (SOP class, transfer syntax) in order of appearance
+        self.kinds: dict[tuple, int] = {}  # (SOP class, transfer syntax) -> files of it still to send
         self.offered: dict[tuple, list[int]] = {}  # kind -> context ids in the current association
 
     # -- the step --------------------------------------------------------------
@@ -98,12 +99,26 @@ class SendDicom(Sender):
         note = f" (copying {', '.join(f'{a} to {b}' for a, b, *_ in edits)})" if edits else ""
         return f"send_dicom: would send {item} to {self.target}{note}"
 
-    def send(self, item) -> str:
+    @staticmethod
+    def _kind(item) -> tuple[str, str | None] | None:
         sop_class = item.header.sop_class_uid or item.get("SOPClassUID")
+        return (str(sop_class), getattr(item.header, "transfer_syntax", None)) if sop_class else None
+
+    def start_group(self, items) -> None:
+        """Learn every kind of file of the study before associating."""
+        for item in items:
+            kind = None if item.extra.get("hold") else self._kind(item)
+            if kind is not None:
+                self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+    def send(self, item) -> str:
+        kind = self._kind(item)
         instance = item.get("SOPInstanceUID")
-        if not sop_class or not instance:
+        if kind is None or not instance:
             raise SendError("not sent: no SOP Class UID or SOP Instance UID")
-        syntax = getattr(item.header, "transfer_syntax", None)
+        if self.kinds.get(kind, 0) > 0:
+            self.kinds[kind] -= 1
+        sop_class, syntax = kind
         attempts = 1 + self.target.retries
         last = None
         for attempt in range(1, attempts + 1):
@@ -153,7 +168,9 @@ class SendDicom(Sender):
         from dcmpipe.plugins._send_dicom_net import Association
 
         pairs: dict[tuple[str, str], None] = dict.fromkeys(self._pairs(current))
-        for kind in reversed(self.kinds):  # the most recent kinds first, up to the limit
+        # Up to the limit: the kinds still to send, in order, then the others, the most recent first.
+        waiting = [kind for kind, left in self.kinds.items() if left > 0]
+        for kind in [*waiting, *reversed([k for k in self.kinds if k not in waiting])]:
             wanted = self._pairs(kind)
             if len(pairs) + sum(p not in pairs for p in wanted) > MAX_CONTEXTS:
                 continue
@@ -170,12 +187,9 @@ class SendDicom(Sender):
 
     def _context(self, kind: tuple) -> tuple[int, str]:
         """The accepted context id and transfer syntax for a kind of file (associating if needed)."""
-        if kind not in self.kinds:
-            self.kinds[kind] = None
-            if self.assoc is not None:
-                self._drop(abort=False)  # a new kind: associate again with its context added
+        self.kinds.setdefault(kind, 0)  # a kind not announced by start_group (a per-item run)
         if self.assoc is None or kind not in self.offered:
-            self._drop(abort=False)
+            self._drop(abort=False)  # a kind the association lacks: associate again with it added
             self._associate(kind)
         ids = self.offered[kind]
         for cid in ids:

@@ -88,6 +88,7 @@ class PickySCP:
         from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
         self.received = []
+        self.associations = []  # the number of contexts proposed, per association
         ae = AE(ae_title=aetitle)
         ae.require_called_aet = require_called
         ae.add_supported_context(MR_STORAGE, syntaxes or [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -102,8 +103,12 @@ class PickySCP:
             self.received.append((event.context.transfer_syntax, event.dataset))
             return 0x0000
 
+        def on_established(event):
+            self.associations.append(len(event.assoc.requestor.requested_contexts))
+
         self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, on_store)])
+                                      evt_handlers=[(evt.EVT_C_STORE, on_store),
+                                                    (evt.EVT_ESTABLISHED, on_established)])
 
     def stop(self):
         self.server.shutdown()
@@ -226,6 +231,34 @@ def test_a_sop_class_the_peer_refuses_is_reported_per_file(mr_files, tmp_path):
         assert re.search(r"ct\.dcm: .*refused CT Image Storage \(1\.2\.840\.10008\.5\.1\.4\.1\.1\.2\) in "
                          r"Explicit VR Little Endian: SOP class not supported by the peer", result.stderr)
         assert len(peer.received) == len(mr_files)
+        # CT and MR are two studies: CT's (CT in explicit and implicit VR), then MR's (both kinds)
+        assert peer.associations == [2, 4]
+    finally:
+        peer.stop()
+
+
+def test_more_kinds_than_one_association_can_carry_take_two(tmp_path):
+    """70 SOP classes in Explicit VR need 140 contexts: more than 128, so two associations."""
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+    from pynetdicom import AllStoragePresentationContexts
+
+    classes = [cx.abstract_syntax for cx in AllStoragePresentationContexts][:70]
+    ds = dcmread(pydicom_file("CT_small.dcm"))
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n, sop_class in enumerate(classes):
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / f"f{n:03d}.dcm", enforce_file_format=True)
+    _old(folder.iterdir())
+    peer = PickySCP(also=classes)
+    try:
+        result = run_cli("send", "-s", "127.0.0.1", "-p", peer.port, folder)
+        assert result.returncode == 0, result.stderr
+        assert summary_counts(result.stderr) == (70, 0)
+        assert sorted(str(d.SOPClassUID) for _, d in peer.received) == sorted(classes)
+        assert len(peer.associations) == 2 and max(peer.associations) == 128
     finally:
         peer.stop()
 
@@ -453,3 +486,37 @@ def test_a_data_set_without_file_meta_is_sent_re_encoded(tmp_path):
         assert got == original  # every element, re-encoded
     finally:
         peer.stop()
+
+
+def test_a_group_sender_sees_its_whole_study_before_the_first_send(export, tmp_path):
+    """The host hook send_dicom relies on: Step.start_group(items) before the per-item calls."""
+    import types
+
+    from dcmpipe import Sender, hookimpl
+    from dcmpipe.testing import registered, run
+
+    calls = []
+
+    class Recorder(Sender):
+        """Records the order of calls."""
+
+        id = "recorder"
+        group = "study"
+
+        def start_group(self, items):
+            calls.append(("start", len(items), items[0].get("StudyInstanceUID")))
+
+        def send(self, item):
+            calls.append(("send", item.get("StudyInstanceUID")))
+            return "recorded"
+
+    plugin = types.SimpleNamespace(dcmpipe_senders=hookimpl(lambda: [Recorder]))
+    with registered(plugin):
+        summary = run({"step": [{"read": "files", "path": [str(export)], "recursive": True, "settle": 0},
+                                {"send": "recorder"}]}, base_dir=tmp_path, jobs=2)
+    starts = [c for c in calls if c[0] == "start"]
+    assert len(starts) == 2 and sum(c[1] for c in starts) == summary.sent
+    for n, call in enumerate(calls):  # every send follows the start of its own study
+        if call[0] == "send":
+            last_start = next(c for c in reversed(calls[:n]) if c[0] == "start")
+            assert last_start[2] == call[1]
