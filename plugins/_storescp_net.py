@@ -21,7 +21,6 @@ Imported only by plugins/storescp.py, inside functions (it imports pynetdicom).
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import struct
 import threading
@@ -209,6 +208,15 @@ class Association(threading.Thread):
 
     def run(self):
         server = self.server
+        if server.ssl_context is not None:  # the handshake in this thread: a slow caller delays no other
+            try:
+                self.conn.settimeout(30)
+                self.conn = server.ssl_context.wrap_socket(self.conn, server_side=True)
+            except (OSError, ValueError) as exc:
+                log.warning("%s: TLS handshake failed: %s", self.peer[0], exc)
+                self.conn.close()
+                server.finished(self)
+                return
         try:
             self.conn.settimeout(server.policy.idle_timeout)
             self.rfile = self.conn.makefile("rb", buffering=1 << 18)
@@ -422,14 +430,6 @@ class Server:
                 raise
             conn.settimeout(None)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                try:
-                    conn.settimeout(30)
-                    conn = self.ssl_context.wrap_socket(conn, server_side=True)
-                except (OSError, ValueError) as exc:
-                    log.warning("%s: TLS handshake failed: %s", peer[0], exc)
-                    conn.close()
-                    continue
             assoc = Association(self, conn, peer)
             with self.lock:
                 self.active.add(assoc)

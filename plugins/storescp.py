@@ -21,7 +21,6 @@ import os
 import queue
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal

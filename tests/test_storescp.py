@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -376,3 +375,142 @@ def test_parse_age():
     with pytest.raises(ValueError):
         parse_age("-1d")
 
+
+
+# -- TLS, limits, the read step -------------------------------------------------------------------
+
+
+def _openssl_certs(folder: Path) -> dict:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args):
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=Lab CA")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue.key", "-out", "rogue.pem", "-days", "2",
+        "-subj", "/CN=rogue")
+    return {name: folder / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key",
+                                             "rogue.pem", "rogue.key")}
+
+
+@DCMTK
+def test_tls_with_client_certificates(server, mixed, tmp_path):
+    certs = _openssl_certs(tmp_path / "pki")
+    srv = server("--tls-cert", str(certs["server.pem"]), "--tls-key", str(certs["server.key"]),
+                 "--tls-ca", str(certs["ca.pem"]))
+    ok = storescu(srv.port, mixed / "emri.dcm",
+                  extra=("+tls", str(certs["client.key"]), str(certs["client.pem"]), "+cf", str(certs["ca.pem"])))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert [p.name.split(".")[0] for p in stored_files(srv.store)] == ["MRe"]
+    rogue = storescu(srv.port, mixed / "ct.dcm",
+                     extra=("+tls", str(certs["rogue.key"]), str(certs["rogue.pem"]), "+cf", str(certs["ca.pem"])))
+    plain = storescu(srv.port, mixed / "ct.dcm")
+    assert rogue.returncode != 0 and plain.returncode != 0
+    assert len(stored_files(srv.store)) == 1
+    srv.wait_for("TLS handshake failed")
+
+
+@DCMTK
+def test_max_associations_rejects_the_one_too_many(server, mixed, tmp_path):
+    from pydicom import dcmread
+
+    srv = server("--max-associations", "1")
+    ds = dcmread(mixed / "ct.dcm")
+    holder = start_half_sender(srv.port, "1.2.840.10008.5.1.4.1.1.2", ds.SOPInstanceUID, mixed / "ct.dcm")
+    try:
+        assert holder.stdout.readline().strip() == "sent half"
+        busy = storescu(srv.port, mixed / "emri.dcm")
+        assert busy.returncode != 0
+        srv.wait_for("more than 1 associations at once")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert wait_until(lambda: storescu(srv.port, mixed / "emri.dcm").returncode == 0, timeout=10, step=0.3)
+    assert [p.name.split(".")[0] for p in stored_files(srv.store)] == ["MRe"]
+
+
+def test_read_step_yields_files_and_announces_complete_studies(tmp_path):
+    """The storescp reader in-process: pynetdicom as the sender, items and GroupComplete out."""
+    from pydicom import dcmread
+    from pynetdicom import AE
+
+    from dcmpipe import GroupComplete
+    from dcmpipe.plugins.storescp import Storescp, StorescpOptions
+
+    files = make_study(tmp_path / "in", "Read step", n=3)
+    context = Context(base_dir=tmp_path)
+    step = Storescp(StorescpOptions(port=0, store=tmp_path / "store", eostudy_timeout=0.5), context)
+    seen, port = [], []
+
+    def consume():
+        for thing in step.read():
+            seen.append(thing)
+            if isinstance(thing, GroupComplete):
+                context.stopping = True
+
+    import logging
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            found = __import__("re").search(r"listening on port (\d+)", record.getMessage())
+            if found:
+                port.append(int(found.group(1)))
+
+    handler = Catch()
+    context.log.addHandler(handler)
+    try:
+        thread = threading.Thread(target=consume, daemon=True)
+        thread.start()
+        assert wait_until(lambda: port, timeout=10)
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(MR_STORAGE, "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", port[0], ae_title="STORESCP")
+        assert assoc.is_established
+        statuses = [assoc.send_c_store(dcmread(f)).Status for f in files]
+        assoc.release()
+        thread.join(20)
+    finally:
+        context.log.removeHandler(handler)
+    assert statuses == [0, 0, 0]
+    items = [t for t in seen if isinstance(t, Item)]
+    assert len(items) == 3 and all(i.source.is_file() and i.source.name.startswith("MR.") for i in items)
+    study = dcmread(files[0]).StudyInstanceUID
+    assert isinstance(seen[-1], GroupComplete) and seen[-1].key == (study,)
+
+
+def test_quick_study_uid_agrees_with_pydicom_on_the_corpus():
+    import warnings
+
+    from pydicom import dcmread
+
+    from _storescp_helpers import SHARED
+    from dcmpipe.plugins._storescp_store import quick_study_uid
+
+    corpus = SHARED / "corpus"
+    if not corpus.is_dir():
+        pytest.skip(f"{corpus} is absent")
+    decided = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in sorted(p for p in corpus.rglob("*") if p.is_file()):
+            try:
+                ds = dcmread(path, stop_before_pixels=True)
+                syntax = str(ds.file_meta.TransferSyntaxUID)
+                data = dataset_bytes(path)[:65536]
+            except Exception:
+                continue
+            expected = ds.get("StudyInstanceUID")
+            for cut in (len(data), 200, 3000):
+                found = quick_study_uid(data[:cut], syntax)
+                if found is not False:
+                    decided += 1
+                    assert found == (str(expected) if expected else None), path
+    assert decided > 100
