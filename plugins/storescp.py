@@ -9,7 +9,8 @@
   file is an item; a completed study is announced with ``GroupComplete``.
 * route ``study-description``: ``#-#<path>`` in Study Description, checked
   against allowed roots; name ``study-folder``: ``<study folder>/<file>``.
-* ``dcmpipe storescp-clean --older-than 30d STORE``: retention clean-up.
+* ``dcmpipe storescp-clean --older-than 30d STORE``: retention clean-up; the
+  transform ``storescp-clean`` does the same once per run of a recipe.
 
 The network code is in ``_storescp_net.py``, the storage in ``_storescp_store.py``;
 profiles (which SOP classes are accepted) are TOML files in ``storescp_data/profiles``.
@@ -27,7 +28,7 @@ from typing import Literal
 
 import click
 
-from dcmpipe import GroupComplete, Item, Namer, Reader, Router, Skip, hookimpl, option
+from dcmpipe import GroupComplete, Item, Namer, Reader, Router, Skip, Transform, hookimpl, option
 
 DATA = Path(__file__).resolve().parent / "storescp_data"
 PROFILE_DIR_ENV = "DCMPIPE_STORESCP_PROFILES"
@@ -332,9 +333,45 @@ class StudyFolder(Namer):
         return f"{component(item.source.parent.name)}/{item.source.name}"
 
 
+@dataclass(frozen=True)
+class StorescpCleanOptions:
+    store: Path = option(help="the storescp store whose old study folders are deleted")
+    older_than: str = option("30d", help="age limit: 30d, 12h, 90m, 45s (a plain number: days)")
+
+    def __post_init__(self):
+        from ._storescp_store import parse_age
+
+        try:
+            parse_age(self.older_than)
+        except ValueError as exc:
+            raise ValueError(f"option 'older_than': {exc}") from None
+
+
+class StorescpClean(Transform):
+    """Retention, once per run: delete the store's study folders older than the limit."""
+
+    id = "storescp-clean"
+    Options = StorescpCleanOptions
+    group = "run"
+
+    def transform_group(self, items):
+        from ._storescp_store import clean, parse_age
+
+        done = clean(self.options.store, parse_age(self.options.older_than), dry_run=self.context.dry_run)
+        for folder, age, count, what in done:
+            self.context.log.warning("storescp-clean: %s %s (%d files, %.1f days old)", what, folder, count,
+                                     age / 86400)
+        return items
+
+
 @hookimpl
 def dcmpipe_readers():
     return [Storescp]
+
+
+@hookimpl
+def dcmpipe_transforms():
+    return [StorescpClean]
 
 
 @hookimpl

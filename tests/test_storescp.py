@@ -514,3 +514,26 @@ def test_quick_study_uid_agrees_with_pydicom_on_the_corpus():
                     decided += 1
                     assert found == (str(expected) if expected else None), path
     assert decided > 100
+
+
+def test_storescp_clean_step_in_a_recipe(tmp_path):
+    from dcmpipe.testing import run
+
+    store = tmp_path / "store"
+    old = time.time() - 40 * 86400
+    for name, age in (("1.2.old", old), ("1.2.new", time.time())):
+        (store / name).mkdir(parents=True)
+        (store / name / "MR.1").write_bytes(b"x")
+        os.utime(store / name / "MR.1", (age, age))
+        os.utime(store / name, (age, age))
+    make_study(tmp_path / "in", "Any", n=1)
+    recipe = {"step": [{"read": "files", "path": [str(tmp_path / "in")], "settle": 0},
+                       {"transform": "storescp-clean", "store": str(store), "older_than": "30d"}]}
+    assert run(recipe, base_dir=tmp_path, dry_run=True).exit_code == 0
+    assert (store / "1.2.old").is_dir()
+    assert run(recipe, base_dir=tmp_path).exit_code == 0
+    assert not (store / "1.2.old").exists() and (store / "1.2.new" / "MR.1").is_file()
+    from dcmpipe import RecipeError
+
+    with pytest.raises(RecipeError, match="older_than"):
+        run({"step": [recipe["step"][0], {**recipe["step"][1], "older_than": "soon"}]}, base_dir=tmp_path)
