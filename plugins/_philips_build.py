@@ -11,6 +11,7 @@ copied from the REC a few megabytes at a time.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import os
 import struct
@@ -91,6 +92,7 @@ def _ds_text(value: float) -> str:
     return f"{value:.6g}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _dt_plus(text: str, seconds: float) -> str:
     """A DICOM DT/TM-like ``YYYYMMDDHHMMSS.FF`` text shifted by ``seconds``; keeps the fraction digits."""
     base, _, fraction = text.partition(".")
@@ -103,25 +105,35 @@ def _dt_plus(text: str, seconds: float) -> str:
     return out
 
 
+ITEM_START = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+
 # -- encoding explicit VR little endian elements by hand (the per-frame values) -------------------
 
 _PAD = {"UI": b"\0"}
 
 
+@functools.lru_cache(maxsize=1024)
+def _head(tag: int, vr: str) -> bytes:
+    return struct.pack("<HH2s", tag >> 16, tag & 0xFFFF, vr.encode())
+
+
+_BINARY = {"FL": struct.Struct("<f"), "FD": struct.Struct("<d"), "SS": struct.Struct("<h"), "UL": struct.Struct("<I")}
+_LENGTH = struct.Struct("<H")
+
+
 def _element(tag: int, vr: str, value) -> bytes:
-    if vr in ("UL",):
-        data = struct.pack("<%dI" % len(value), *value) if isinstance(value, (list, tuple)) else struct.pack("<I", value)
-    elif vr == "FL":
-        data = struct.pack("<f", value)
-    elif vr == "FD":
-        data = struct.pack("<d", value)
-    elif vr == "SS":
-        data = struct.pack("<h", value)
+    """One explicit VR little endian element (short-length VRs only)."""
+    if vr in _BINARY:
+        if isinstance(value, (list, tuple)):
+            data = struct.pack("<%d%s" % (len(value), _BINARY[vr].format[-1]), *value)
+        else:
+            data = _BINARY[vr].pack(value)
     else:
         data = str(value).encode("latin-1")
         if len(data) & 1:
             data += _PAD.get(vr, b" ")
-    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(data)) + data
+    return _head(tag, vr) + _LENGTH.pack(len(data)) + data
 
 
 def _encode(ds) -> bytes:
@@ -522,6 +534,7 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
     def items():
         yield head.getvalue()
         yield struct.pack("<HH2sHI", 0x5200, 0x9230, b"SQ", 0, 0xFFFFFFFF)
+        batch, batch_bytes = [], 0
         for r in ordered:
             key = _key_of_record(r)
             path, ds = by_key[key]
@@ -556,9 +569,12 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
                 values["max_fp"] = (float(maxs[r["index"]]) * rs + ri) / (rs * ss)
                 values["min_fp"] = (float(mins[r["index"]]) * rs + ri) / (rs * ss)
                 notes["estimated_fp"] += 1
-            yield b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
-            yield template.render(values)
-            yield b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+            batch.append(ITEM_START + template.render(values) + ITEM_END)
+            batch_bytes += len(batch[-1])
+            if batch_bytes > (4 << 20):
+                yield b"".join(batch)
+                batch, batch_bytes = [], 0
+        yield b"".join(batch)
         yield b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
         if len(after):
             yield _encode(after)

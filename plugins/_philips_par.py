@@ -323,22 +323,31 @@ def _field_widths(version: str) -> list[int]:
     return [1] * len(LINE_FORMAT)
 
 
+def _enum(table):
+    def convert(text):
+        try:
+            return int(float(text))
+        except ValueError:
+            return table.get(text.upper(), 0)
+    return convert
+
+
+def _int(text):
+    try:
+        return int(text)
+    except ValueError:
+        return int(float(text))
+
+
+_CONVERTERS = {version: [(name, _enum(_ENUMS[name]) if name in _ENUMS else _int if name in INT_COLUMNS else float)
+                         for name in COLUMNS[:N_COLUMNS[version]]] for version in VERSIONS}
+
+
 def _record_of(fields: list[str], version: str) -> dict:
-    record = {}
-    names = COLUMNS[:N_COLUMNS[version]]
-    for name, text in zip(names, fields):
-        if name in _ENUMS:
-            try:
-                record[name] = int(float(text))
-            except ValueError:
-                record[name] = _ENUMS[name].get(text.upper(), 0)
-        elif name in INT_COLUMNS:
-            record[name] = int(float(text))
-        else:
-            record[name] = float(text)
+    record = {name: convert(text) for (name, convert), text in zip(_CONVERTERS[version], fields)}
     record.setdefault("label", 1)
-    for name in ("b_number", "gradient_number"):
-        record.setdefault(name, 1)
+    record.setdefault("b_number", 1)
+    record.setdefault("gradient_number", 1)
     return record
 
 
