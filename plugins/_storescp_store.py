@@ -116,11 +116,11 @@ class Incoming:
         self.syntax = syntax
         self.meta = file_meta(sop_class, sop_instance, syntax, calling)
         safe = safe_uid(sop_instance, "UNKNOWN")
-        self.tmp = store.root / f".{safe}.{next(_counter)}.{os.getpid()}.dcmpipe-part"
-        self.file = None
+        self.tmp = f"{store.root_text}/.{safe}.{next(_counter)}.{os.getpid()}.dcmpipe-part"
+        self.fd = None
+        self.pending = self.meta  # written with the first data fragment: one system call for a small object
         try:
-            self.file = open(self.tmp, "xb", buffering=1 << 16)
-            self.file.write(self.meta)
+            self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             self._fail(exc)
         store.opened(self)
@@ -132,18 +132,23 @@ class Incoming:
         self._drop()
 
     def _drop(self) -> None:
-        if self.file is not None:
+        if self.fd is not None:
             try:
-                self.file.close()
+                os.close(self.fd)
             except OSError:
                 pass
-            self.file = None
+            self.fd = None
         try:
             os.unlink(self.tmp)
         except OSError:
             pass
 
-    def write(self, chunk: bytes) -> None:
+    def _write(self, data) -> None:
+        fd, view = self.fd, memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    def write(self, chunk) -> None:
         if len(self.head) < HEAD:
             self.head += chunk[: HEAD - len(self.head)]
             if len(self.head) >= HEAD and self.study is None:
@@ -151,7 +156,11 @@ class Incoming:
         if self.error is not None:
             return
         try:
-            self.file.write(chunk)
+            if self.pending:
+                data, self.pending = self.pending + chunk, b""
+                self._write(data)
+            else:
+                self._write(chunk)
         except OSError as exc:
             self._fail(exc)
 
@@ -174,11 +183,13 @@ class Incoming:
         try:
             if self.error is None:
                 try:
+                    if self.pending:
+                        self._write(self.pending)
+                        self.pending = b""
                     if self.store.fsync:
-                        self.file.flush()
-                        os.fsync(self.file.fileno())
-                    self.file.close()
-                    self.file = None
+                        os.fsync(self.fd)
+                    fd, self.fd = self.fd, None
+                    os.close(fd)
                     if self.study is None:
                         self.study = self._study(complete=True)
                     self.store.place(self)
@@ -197,6 +208,7 @@ class StudyStore:
 
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root_text = str(self.root)
         self.prefixes, self.fsync, self.on_stored = prefixes, fsync, on_stored
         self.lock = threading.Lock()
         self.last: dict[str, float] = {}  # study folder name -> monotonic time of the last object
@@ -232,39 +244,40 @@ class StudyStore:
         from dcmpipe.safefile import same_content
 
         name = self.folder_name(incoming.study)
-        folder = self.root / name
+        folder = f"{self.root_text}/{name}"
         with self.lock:
             new_study = name not in self.last
             self.last[name] = time.monotonic()  # the study stays open from here on
             if incoming.study:
                 self.uids[name] = incoming.study
         if name not in self.folders:
-            folder.mkdir(exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             self.folders.add(name)
         if new_study:
-            (folder / MARKER).write_text(f"{os.getpid()}\n")
+            Path(folder, MARKER).write_text(f"{os.getpid()}\n")
         base = self.file_name(incoming.sop_class, incoming.sop_instance)
-        target = folder / base
+        target = f"{folder}/{base}"
         for n in range(2, 1000):
             try:
                 try:
                     os.link(incoming.tmp, target)
                 except FileNotFoundError:  # the folder went away (removed by hand): make it again
-                    folder.mkdir(exist_ok=True)
+                    os.makedirs(folder, exist_ok=True)
                     os.link(incoming.tmp, target)
                 break
             except FileExistsError:
                 if same_content(incoming.tmp, target):
                     log.info("%s: already stored (same content)", target)
                     break
-                target = folder / f"{base}.{n}"
-                log.warning("%s: a different object with this name exists; kept as %s", folder / base, target.name)
+                target = f"{folder}/{base}.{n}"
+                log.warning("%s/%s: a different object with this name exists; kept as %s", folder, base,
+                            os.path.basename(target))
         os.unlink(incoming.tmp)
         with self.lock:
             self.last[name] = time.monotonic()
             self.stored += 1
         if self.on_stored is not None:
-            self.on_stored(target, incoming.study)
+            self.on_stored(Path(target), incoming.study)
 
     # -- studies --
 
