@@ -130,7 +130,7 @@ class Association:
     """One association as requestor: ``contexts`` is a list of (abstract syntax, [transfer syntaxes])."""
 
     def __init__(self, host: str, port: int, called: str, calling: str, contexts, *, timeout: float = 30.0,
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, tls=None):
         if not contexts or len(contexts) > 128:
             raise ValueError("an association carries 1 to 128 presentation contexts")
         self.peer = f"{called}@{host}:{port}"
@@ -146,6 +146,8 @@ class Association:
             raise PeerError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                self.sock = _wrap(tls, self.sock, host, self.peer)
             self.sock.settimeout(timeout)
             self._request(called, calling)
         except BaseException:
@@ -393,6 +395,33 @@ class Association:
             raise PeerError(f"{self.peer}: the association is closed")
         kind, _, length = _PDU_HEAD.unpack(self._read_exact(6))
         return kind, self._read_exact(length)
+
+
+def tls_context(ca: str | None, cert: str | None, key: str | None):
+    """A client TLS context: the peer's certificate verified against ``ca`` (else the system's CAs),
+    ``cert``/``key`` our own for peers that ask for one.  Host names are not checked: DICOM
+    peers are often addressed by IP, and the CA is the lab's own (DCMTK does the same)."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def _wrap(context, sock, host: str, peer: str):
+    import ssl
+
+    try:
+        return context.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError as exc:
+        raise PeerError(f"{peer}: TLS handshake failed: certificate verify failed ({exc.verify_message})") from None
+    except ssl.SSLError as exc:
+        raise PeerError(f"{peer}: TLS handshake failed: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise PeerError(f"{peer}: TLS handshake failed: {exc.strerror or exc}") from None
 
 
 def dataset_offset(f) -> int | None:

@@ -67,6 +67,10 @@ class SendDicomOptions:
     max_delay: float = option(0.5, help="the delay between sends grows by 0.1 s after each error up to this (s)")
     retries: int = option(3, help="how many times a failed file is sent again")
     timeout: float = option(30.0, help="seconds to wait for the peer's answers")
+    tls: bool = option(False, help="use TLS; the peer's certificate is verified")
+    tls_ca: Path | None = option(None, help="CA certificates (PEM) to verify the peer with (default: the system's)")
+    tls_cert: Path | None = option(None, help="our certificate (PEM), for peers that require one")
+    tls_key: Path | None = option(None, help="the private key of tls_cert (PEM; default: in tls_cert)")
 
     def __post_init__(self):
         from dcmpipe.plugins._send_dicom_config import resolve
@@ -91,6 +95,7 @@ class SendDicom(Sender):
         self.assoc = None
         self.kinds: dict[tuple, int] = {}  # (SOP class, transfer syntax) -> files of it still to send
         self.offered: dict[tuple, list[int]] = {}  # kind -> context ids in the current association
+        self.tls = None  # the TLS context, made at the first association
 
     # -- the step --------------------------------------------------------------
 
@@ -177,8 +182,10 @@ class SendDicom(Sender):
             pairs.update(dict.fromkeys(wanted))
         contexts = [(abstract, [syntax]) for abstract, syntax in pairs]
         target = self.target
+        if self.tls is None and target.tls:
+            self.tls = target.tls_context()
         self.assoc = Association(target.host, target.port, target.aetitle, target.local_aetitle, contexts,
-                                 timeout=target.timeout)
+                                 timeout=target.timeout, tls=self.tls)
         ids = {pair: 2 * n + 1 for n, pair in enumerate(pairs)}
         self.offered = {kind: [ids[p] for p in self._pairs(kind)] for kind in self.kinds
                         if all(p in ids for p in self._pairs(kind))}
@@ -368,14 +375,27 @@ def _target_options(func):
                      help="the destinations file [default: ~/.config/dcmpipe/destinations.toml]"),
         click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
                      help="seconds to wait for the peer's answers [default: 30]"),
+        click.option("--tls", is_flag=True, default=None, help="use TLS (the peer's certificate is verified)"),
+        click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="CA certificates (PEM) to verify the peer with [default: the system's]"),
+        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="our certificate (PEM), for peers that require one"),
+        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="the private key of --tls-cert (PEM)"),
     ]):
         func = decorator(func)
     return func
 
 
-def _send_options(destination, config, host, port, remote_ae, local_ae, timeout, **more) -> dict:
+def _send_options(destination, config, host, port, remote_ae, local_ae, timeout, tls=None, tls_ca=None,
+                  tls_cert=None, tls_key=None, **more) -> dict:
     """The send step's recipe keys from the command line (only what was given)."""
     step = {}
+    if tls:
+        step["tls"] = True
+    for key, path in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if path:
+            step[key] = str(Path(path).resolve())
     if destination:
         step["destination"] = destination
     if config:
@@ -398,8 +418,9 @@ def _resolve_cli(step: dict):
     from dcmpipe.plugins._send_dicom_config import resolve
 
     values = dict(step)
-    if "config" in values:
-        values["config"] = Path(values["config"])
+    for key in ("config", "tls_ca", "tls_cert", "tls_key"):
+        if key in values:
+            values[key] = Path(values[key])
     try:
         return resolve(_options(values))
     except ValueError as exc:
@@ -422,7 +443,7 @@ def echo(target) -> float:
 
     started = time.perf_counter()
     assoc = Association(target.host, target.port, target.aetitle, target.local_aetitle,
-                        [(VERIFICATION, [IMPLICIT_LE])], timeout=target.timeout)
+                        [(VERIFICATION, [IMPLICIT_LE])], timeout=target.timeout, tls=target.tls_context())
     try:
         status = assoc.echo()
     except BaseException:
@@ -466,12 +487,12 @@ def send_recipe(files: list[str], step: dict, copy_fields: list[str]) -> dict:
 @click.option("--dry-run", is_flag=True, help="show what would be sent; send nothing")
 @click.option("--print-recipe", is_flag=True, help="print the equivalent TOML recipe and exit")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def send_command(files, destination, config, host, port, remote_ae, local_ae, timeout, max_delay, retries,
-                 copy_fields, quiet, verbose, dry_run, print_recipe, debug):
+def send_command(files, destination, config, host, port, remote_ae, local_ae, timeout, tls, tls_ca, tls_cert,
+                 tls_key, max_delay, retries, copy_fields, quiet, verbose, dry_run, print_recipe, debug):
     from dcmpipe.cli import STATE, setup_logging
 
-    step = _send_options(destination, config, host, port, remote_ae, local_ae, timeout, max_delay=max_delay,
-                         retries=retries)
+    step = _send_options(destination, config, host, port, remote_ae, local_ae, timeout, tls, tls_ca, tls_cert,
+                         tls_key, max_delay=max_delay, retries=retries)
     if not files and not print_recipe:
         if copy_fields:
             raise click.UsageError("--copy-field needs FILES")
@@ -526,12 +547,14 @@ Examples:
 @click.argument("peer", required=False, metavar="[HOST")
 @click.argument("peer_port", required=False, type=click.IntRange(1, 65535), metavar="PORT]")
 @_target_options
-def echo_command(peer, peer_port, destination, config, host, port, remote_ae, local_ae, timeout):
+def echo_command(peer, peer_port, destination, config, host, port, remote_ae, local_ae, timeout, tls, tls_ca,
+                 tls_cert, tls_key):
     if peer and host:
         raise click.UsageError("give the host once (HOST or -s)")
     if peer_port and port:
         raise click.UsageError("give the port once (PORT or -p)")
-    step = _send_options(destination, config, host or peer or "", port or peer_port, remote_ae, local_ae, timeout)
+    step = _send_options(destination, config, host or peer or "", port or peer_port, remote_ae, local_ae, timeout,
+                         tls, tls_ca, tls_cert, tls_key)
     _echo_or_exit(_resolve_cli(step))
 
 

@@ -520,3 +520,55 @@ def test_a_group_sender_sees_its_whole_study_before_the_first_send(export, tmp_p
         if call[0] == "send":
             last_start = next(c for c in reversed(calls[:n]) if c[0] == "start")
             assert last_start[2] == call[1]
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def certificates(tmp_path):
+    """A lab CA, a server certificate and a client certificate it signed (openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path / "pki"
+    folder.mkdir()
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=dcmpipe test CA")
+    for name in ("server", "client"):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2")
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem", "-days", "2",
+        "-subj", "/CN=another CA")
+    return folder
+
+
+@pytest.mark.dcmtk
+def test_send_over_tls_to_dcmtk_storescp(certificates, mr_files, tmp_path):
+    pki = certificates
+    peer = DcmtkStorescp(tmp_path / "received", "+tls", str(pki / "server.key"), str(pki / "server.pem"),
+                         "-pw", "+cf", str(pki / "ca.pem"))
+    try:
+        tls = ["--tls", "--tls-ca", pki / "ca.pem", "--tls-cert", pki / "client.pem", "--tls-key", pki / "client.key"]
+        result = run_cli("send", "-s", "127.0.0.1", "-p", peer.port, *tls, *mr_files)
+        assert result.returncode == 0, result.stderr
+        assert sorted(dataset_bytes(p) for p in peer.received()) == sorted(dataset_bytes(p) for p in mr_files)
+        echo = run_cli("echo", "127.0.0.1", peer.port, *tls)
+        assert echo.returncode == 0, echo.stderr
+        # a server certificate our CA did not sign is refused
+        wrong = run_cli("echo", "127.0.0.1", peer.port, "--tls", "--tls-ca", pki / "other.pem",
+                        "--tls-cert", pki / "client.pem", "--tls-key", pki / "client.key")
+        assert wrong.returncode == 1 and "TLS handshake failed" in wrong.stderr
+        assert "certificate verify failed" in wrong.stderr.lower()
+        # in a destinations file, paths are relative to the file
+        config = pki / "dest.toml"
+        config.write_text(f'[destinations.secure]\nhost = "127.0.0.1"\nport = {peer.port}\ntls = true\n'
+                          f'tls_ca = "ca.pem"\ntls_cert = "client.pem"\ntls_key = "client.key"\n')
+        assert run_cli("echo", "--config", config, "--to", "secure").returncode == 0
+    finally:
+        peer.stop()
