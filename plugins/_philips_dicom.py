@@ -360,16 +360,18 @@ import math  # noqa: E402  (used by _round; kept beside it)
 
 
 def par_order(ds, records: list[dict]) -> list[dict]:
-    """The records in the console's row order, ``index`` renumbered to the row (SPEC 1.6)."""
+    """The records in the console's row order, ``index`` renumbered to the row (SPEC 1.6).
+
+    Sorts in place (no copies: large files have tens of thousands of records); each record keeps
+    its frame number in ``frame``.
+    """
     mode3d = str(pget(ds, MR001, 0x6F, "")).strip().upper() == "3D"
-    ordered = sorted(records, key=lambda r: par.row_sort_key(mode3d, r))
-    out = []
-    for row, record in enumerate(ordered):
-        copy = dict(record)
-        copy["frame"] = record["index"]
-        copy["index"] = row
-        out.append(copy)
-    return out
+    for record in records:
+        record["frame"] = record["index"]
+    records.sort(key=lambda r: par.row_sort_key(mode3d, r))
+    for row, record in enumerate(records):
+        record["index"] = row
+    return records
 
 
 # -- pixel data without pydicom: the frames' bytes where they lie in the file ---------
@@ -378,6 +380,14 @@ def par_order(ds, records: list[dict]) -> list[dict]:
 def pixel_data_offset(path: Path, nbytes: int, explicit: bool = True) -> int:
     """The file offset of the Pixel Data value of length ``nbytes`` (native, uncompressed)."""
     size = os.path.getsize(path)
+    header = 12 if explicit else 8
+    padded = nbytes + (nbytes & 1)
+    with open(path, "rb") as fh:  # the usual case: Pixel Data is the last element
+        fh.seek(max(0, size - padded - header))
+        tag = fh.read(header)
+    if (len(tag) == header and tag[:4] == b"\xe0\x7f\x10\x00"
+            and struct.unpack_from("<I", tag, header - 4)[0] == padded):
+        return size - padded
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         length = struct.pack("<I", nbytes + (nbytes & 1))
         candidates = ([b"\xe0\x7f\x10\x00OW\x00\x00" + length, b"\xe0\x7f\x10\x00OB\x00\x00" + length]
@@ -471,8 +481,11 @@ def load(path: Path):
         quick = None
     if quick is not None:
         ds, values, offset = quick
+        del quick
         check_philips_enhanced_top(ds, path)
-        return ds, fast.records_from_values(ds, values, path), offset
+        records = fast.records_from_values(ds, values, path)
+        del values  # the columns are no longer needed: keep the peak low
+        return ds, records, offset
     ds = read_header(path)
     check_philips_enhanced(ds, path)
     records = frame_records(ds, path)

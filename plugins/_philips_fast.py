@@ -14,7 +14,7 @@ uses the pydicom path; tests check both paths give the same records.
 from __future__ import annotations
 
 import io
-import mmap
+import os
 import re
 import struct
 
@@ -90,28 +90,34 @@ def read_fast(path, nframes_hint: int | None = None):
     from pydicom.filereader import read_dataset
 
     with open(path, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    try:
-        start = mm.find(PFG)
-        if start < 0:
-            return None
-        head = dcmread(io.BytesIO(mm[:start]))
+        # The top level is small: read until the Per-frame Functional Groups Sequence starts.
+        data = b""
+        start = -1
+        while start < 0:
+            block = fh.read(1 << 20)
+            if not block:
+                return None
+            data += block
+            start = data.find(PFG)
+        head = dcmread(io.BytesIO(data[:start]))
         if str(head.file_meta.TransferSyntaxUID) != "1.2.840.10008.1.2.1":
             return None
         rows, columns, bits = int(head.Rows), int(head.Columns), int(head.BitsAllocated)
         nframes = int(head.NumberOfFrames)
         nbytes = rows * columns * bits // 8 * nframes
-        length = struct.pack("<I", nbytes + (nbytes & 1))
-        pixel_at = -1
-        for vr in (b"OW", b"OB"):
-            pixel_at = mm.rfind(b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + length)
-            if pixel_at >= 0:
-                break
-        if pixel_at < start:
+        padded = nbytes + (nbytes & 1)
+        # Pixel Data is the last element (the usual case): find its header by arithmetic, so the
+        # pixel data itself is never read here.
+        size = os.fstat(fh.fileno()).st_size
+        pixel_at = size - padded - 12
+        fh.seek(pixel_at)
+        tag = fh.read(12)
+        if pixel_at <= start or tag[:4] != b"\xe0\x7f\x10\x00" or tag[4:6] not in (b"OW", b"OB") \
+                or struct.unpack_from("<I", tag, 8)[0] != padded:
             return None
-        region = mm[start + 12:pixel_at]
-    finally:
-        mm.close()
+        fh.seek(start + 12)
+        region = fh.read(pixel_at - start - 12)
+        del data
     if region[:4] != ITEM:
         return None
     first_tag = region[8:12]

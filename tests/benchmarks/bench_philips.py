@@ -135,12 +135,15 @@ def main(argv=None) -> int:
     same = ours.read_bytes() == (folder / "run.REC").read_bytes()
     lines = (folder / "out-dcm2par" / "out-dcms2e.PAR").read_bytes().count(b"\r\n")
     print(f"\n{frames:,} frames of {SIZE}x{SIZE}x16 bit = {pixel_bytes / 1e6:.1f} MB pixel data\n")
-    print(f"{'method':38} {'seconds':>8} {'CPU s':>7} {'MB/s':>7} {'peak MB':>8} {'x pixel':>8}")
+    print(f"{'method':38} {'seconds':>8} {'CPU s':>7} {'MB/s':>7} {'MB/CPU s':>9} {'peak MB':>8} {'x pixel':>8}")
     reference = rows[-1]
     for r in rows:
-        print(f"{r['label']:38} {r['seconds']:8.2f} {r['cpu']:7.2f} {r['mbps']:7.0f} {r['rss'] / 1e6:8.0f} "
+        print(f"{r['label']:38} {r['seconds']:8.2f} {r['cpu']:7.2f} {r['mbps']:7.0f} {pixel_bytes / r['cpu'] / 1e6:9.0f} "
+              f"{r['rss'] / 1e6:8.0f} "
               f"{r['rss'] / pixel_bytes:8.2f}x")
-    print()
+    busy = os.getloadavg()[0]
+    print(f"\nload average during the run: {busy:.1f} on {os.cpu_count()} cores"
+          + (" (busy machine: wall times are high, compare CPU seconds)" if busy > os.cpu_count() else ""))
     for r in rows[:2]:
         print(f"{r['label']}: {r['seconds'] / reference['seconds']:.2f}x the time of dcmconv; "
               f"target >= 300 MB/s: {'PASS' if r['mbps'] >= 300 else 'FAIL'}; "
