@@ -254,7 +254,7 @@ Examples:
 
 
 def cleanup_recipe(dirs, recurse, extras, keep_empty, keep_duplicates, no_rename, no_examcards, yes, wait) -> dict:
-    read = {"read": "cleanup", "path": [str(Path(d).resolve()) for d in (dirs or ["."])], "recursive": recurse,
+    read = {"read": "cleanup", "path": list(dict.fromkeys(str(Path(d).resolve()) for d in (dirs or ["."]))), "recursive": recurse,
             "extras": extras, "rename": not no_rename, "examcards": not no_examcards,
             "delete_empty": not keep_empty, "delete_duplicates": not keep_duplicates, "settle": wait,
             "ask": not yes}
