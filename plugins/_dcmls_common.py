@@ -121,6 +121,8 @@ def number(tag: int) -> str:
 
 def text(value) -> str:
     """A header value as one line of text: multiple values joined with ``\\``."""
+    if type(value) is str and value.isprintable():  # the common case first
+        return value
     if value is None:
         return ""
     if isinstance(value, (tuple, list)):

@@ -94,8 +94,9 @@ class InfoValues(Transform):
                 numbers[label] = number(tag)
         if self.tag_list:
             header = read_header(item.data_source(), self.lean) if self.lean is not None else None
-            frames = (header if header is not None else item).get(_NUMBER_OF_FRAMES)
-            sop = getattr(header if header is not None else item.header, "sop_class_uid", None)
+            found_in = header if header is not None else item.header  # holds every declared tag present
+            frames = found_in.get(_NUMBER_OF_FRAMES)
+            sop = getattr(found_in, "sop_class_uid", None)
             nested = sop in ENHANCED_CLASSES or (isinstance(frames, int) and frames > 1)
             for tag in self.tag_list:
                 label = self.names[tag]
@@ -105,7 +106,7 @@ class InfoValues(Transform):
                     if found:
                         values[label] = " | ".join(found)
                     continue
-                value = header.get(tag) if header is not None else item.get(tag)
+                value = found_in.get(tag)
                 if value is not None:
                     values[label] = text(value)
                     continue
