@@ -117,6 +117,8 @@ class Receiver:
         from ._storescp_net import Policy, Server, resolve_allow, ssl_context
         from ._storescp_store import StudyStore
 
+        import pynetdicom.pdu  # noqa: F401  (imported now, not in the first association: ~0.2 s)
+
         self.log = log or __import__("logging").getLogger("dcmpipe")
         self.settings, self.on_study = settings, on_study
         if not 1 <= len(settings.aetitle) <= 16:
