@@ -204,3 +204,16 @@ def test_extras_already_holding_a_different_file_of_that_name(scanner_folder):
     assert result.returncode == 0, result.stderr
     assert (scanner_folder / "extras" / "XX_0002").read_text() == "from an earlier clean-up"
     assert (scanner_folder / "extras" / "XX_0002_2").stat().st_size > 700_000
+
+
+def test_recursive_renames_inside_each_folder(export):
+    before = snapshot(export)
+    result = run_cli("cleanup", "-y", "-R", export)
+    assert result.returncode == 0, result.stderr
+    after = snapshot(export)
+    assert sorted(before.values()) == sorted(after.values())  # nothing deleted, nothing lost
+    assert after["README.txt"] == before["README.txt"] and after["DICOM/IM_BROKEN"] == before["DICOM/IM_BROKEN"]
+    renamed = [n for n in after if n.endswith(".dcm")]
+    assert len(renamed) == 36 and all(n.startswith("DICOM/") and "/" not in n[6:] for n in renamed)
+    flat = run_cli("cleanup", "--dry-run", export)  # without -R the sub-folder is not entered
+    assert "DICOM/" not in flat.stdout
