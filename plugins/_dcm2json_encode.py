@@ -187,7 +187,7 @@ class Encoder:
         elif "BulkDataURI" in attr:
             uri = attr["BulkDataURI"]
             raw = self.bulk.load(str(uri)) or b""
-            if tag == PIXEL_DATA and not uri.endswith(".bin") and self.encapsulated_ts():
+            if tag == PIXEL_DATA and self.encapsulated_ts() and compressed_extension(attr):
                 return self.encapsulated(raw)
         if vr == "SQ":
             items = attr.get("Value") or []
@@ -260,7 +260,12 @@ class Encoder:
         from pydicom.charset import convert_encodings, encode_string
 
         try:
-            return encode_string(text, convert_encodings(codec))
+            encodings = convert_encodings(codec)
+            if vr == "PN":  # escape sequences start afresh in every component group: encode them one by one
+                from pydicom.valuerep import PersonName
+
+                return b"\\".join(PersonName(v).encode(encodings) for v in text.split("\\"))
+            return encode_string(text, encodings)
         except Exception:
             raise EncodeError(EXIT_INVALID, f"{where}: a {vr} value cannot be written in {'/'.join(codec)}") from None
 
@@ -314,6 +319,15 @@ class Encoder:
         return struct.pack(self.e + "HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), length) + value
 
 
+def compressed_extension(attr) -> str | None:
+    """The extension of a compressed type (``.jpeg`` ...) of a BulkDataURI, or None."""
+    if not isinstance(attr, dict) or "BulkDataURI" not in attr:
+        return None
+    path = urllib.parse.urlsplit(str(attr["BulkDataURI"])).path
+    ext = os.path.splitext(path)[1]
+    return ext if ext in ENCAPSULATED_BY_EXTENSION else None
+
+
 def _person_name(value, where: str) -> str:
     if value is None:
         return ""
@@ -358,14 +372,10 @@ def encode(document, *, read_meta: bool = True, transfer_syntax: str | None = No
                 body[key] = {"vr": "UI", "Value": [new_uid()]}
     meta_ts = _uid(meta.get("00020010"))
     pixel = body.get("7FE00010")
-    bulk_pixels = isinstance(pixel, dict) and "BulkDataURI" in pixel and not str(pixel["BulkDataURI"]).endswith(".bin")
     encapsulated = None
-    if bulk_pixels and not (bulk and bulk.ignore):
-        ext = os.path.splitext(str(pixel["BulkDataURI"]))[1]
+    if compressed_extension(pixel) and not (bulk and bulk.ignore):
         encapsulated = meta_ts if meta_ts and meta_ts not in (IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE, DEFLATED) \
-            else ENCAPSULATED_BY_EXTENSION.get(ext)
-        if encapsulated is None:
-            raise EncodeError(EXIT_INVALID, f"pixel data bulk file {ext!r}: unknown compression")
+            else ENCAPSULATED_BY_EXTENSION[compressed_extension(pixel)]
     ts = transfer_syntax or (encapsulated or (meta_ts if meta_ts in (IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE, DEFLATED)
                                               else EXPLICIT_LE))
     if encapsulated and transfer_syntax and transfer_syntax != encapsulated:
