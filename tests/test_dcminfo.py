@@ -401,3 +401,20 @@ def test_every_file_of_the_real_corpus_is_in_the_table_or_named_as_not_dicom(tmp
     assert by_file["pydicom/CT_small.dcm"]["Modality"] == "CT"
     if "nibabel-sdist/4d_multiframe_test_8frames.dcm" in by_file:  # an Enhanced file: found in its groups
         assert by_file["nibabel-sdist/4d_multiframe_test_8frames.dcm"]["RepetitionTime"] == "6.3"
+
+
+def test_character_sets_in_the_table_and_the_dump(tmp_path):
+    from pydicom import dcmread
+    from pydicom.data import get_charset_files
+
+    names = ["chrRuss.dcm", "chrJapMulti.dcm", "chrGreek.dcm", "chrH31.dcm", "chrX1.dcm", "chrArab.dcm"]
+    for n in names:
+        shutil.copy(get_charset_files(n)[0], tmp_path / n)
+    result = _info("-t", "PatientName", "-x", *(tmp_path / n for n in names), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, rows = _sections(result.stdout)
+    got = {r["file"]: r["PatientName"] for r in rows}
+    assert got == {n: str(dcmread(tmp_path / n).PatientName) for n in names}
+    assert got["chrRuss.dcm"] == "Люкceмбypг"
+    dumped = _info("-a", tmp_path / "chrJapMulti.dcm", tmp_path=tmp_path)
+    assert re.search(r"^PatientName\s+やまだ\^たろう$", dumped.stdout, re.M)
