@@ -572,3 +572,35 @@ def test_send_over_tls_to_dcmtk_storescp(certificates, mr_files, tmp_path):
         assert run_cli("echo", "--config", config, "--to", "secure").returncode == 0
     finally:
         peer.stop()
+
+
+# -- the whole scanner link: our sender to our receiver ------------------------------------
+
+
+def test_our_send_to_our_classic_storescp_reports_the_refused_enhanced_mr(mr_files, tmp_path):
+    """dcmpipe storescp --profile classic refuses Enhanced MR: the sender names that file and sends the rest."""
+    import sys
+
+    from conftest import REPO
+
+    enhanced = REPO / "tests" / "data" / "enhanced" / "T2_.dcm"
+    if not enhanced.is_file():
+        pytest.skip("no Enhanced MR test file (tests/data/enhanced/T2_.dcm)")
+    port = free_port()
+    store = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "dcmpipe", "storescp", "--store", str(store), "--profile",
+                             "classic", "--eostudy-timeout", "60", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_listening(port, proc, timeout=30)
+        copy = _old([shutil.copy(enhanced, tmp_path / "enhanced.dcm")])[0]
+        result = run_cli("send", "-s", "127.0.0.1", "-p", port, "-r", "STORESCP", copy, *mr_files)
+        assert result.returncode == 1
+        assert summary_counts(result.stderr) == (len(mr_files), 1), result.stderr
+        assert re.search(r"^  \S*enhanced\.dcm: .*refused Enhanced MR Image Storage .*SOP class not supported",
+                         result.stderr, re.M)
+        stored = sorted(p for p in store.rglob("MR.*") if p.is_file())
+        assert sorted(dataset_bytes(p) for p in stored) == sorted(dataset_bytes(p) for p in mr_files)
+    finally:
+        proc.terminate()
+        proc.wait(10)
