@@ -176,6 +176,15 @@ class App:
                 return job
         return None
 
+    def quit(self) -> None:
+        """Stop a run in progress cleanly, then the server (from a thread other than the server's)."""
+        job = self.running()
+        if job is not None:
+            job.stop.set()
+            job.done.wait()
+        if self.server is not None:
+            self.server.shutdown()
+
     # what a form stands for
 
     def _values(self, body: dict) -> dict:
@@ -534,18 +543,6 @@ class Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-
-
-def _quit(app: App) -> None:
-    job = app.running()
-    if job is not None:
-        job.stop.set()
-        job.done.wait()
-    if app.server is not None:
-        app.server.shutdown()
-
-
-App.quit = _quit
 
 
 def serve(command, command_name: str, port: int = 0, open_browser: bool = True, values: dict | None = None) -> None:
