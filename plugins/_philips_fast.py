@@ -161,21 +161,41 @@ def read_fast(path, nframes_hint: int | None = None):
     if len(splits) != nframes or np.any(np.searchsorted(lows, splits, "right") - 1 != np.arange(nframes)):
         return None
     columns = {}
+    # Elements start at even offsets: look for tags in the sequence viewed as 16-bit words, one
+    # vectorised pass per group, then keep the words followed by the element number and the VR.
+    words = np.frombuffer(region, dtype="<u2", count=len(region) // 2)
+    octets = np.frombuffer(region, dtype=np.uint8)
+    by_group = {}
 
     def column(tag: int, vr: str, private_part: bool):
-        pattern = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
-        where = np.fromiter((m.start() for m in re.finditer(re.escape(pattern), region)), dtype=np.int64)
+        group = tag >> 16
+        if group not in by_group:
+            by_group[group] = np.flatnonzero(words[:-4] == group)
+        candidates = by_group[group]
+        vr_word = struct.unpack("<H", vr.encode())[0]
+        where = candidates[(words[candidates + 1] == (tag & 0xFFFF)) & (words[candidates + 2] == vr_word)] * 2
         out = [None] * nframes
         if not len(where):
             return out
         frame = np.searchsorted(lows, where, "right") - 1
         inside = where >= splits[frame]
         keep = inside if private_part else ~inside
-        unpack = struct.unpack_from
-        for at, number in zip(where[keep][::-1].tolist(), frame[keep][::-1].tolist()):
-            length = unpack("<H", region, at + 6)[0]
+        where, frame = where[keep][::-1], frame[keep][::-1]  # reversed: the first occurrence wins
+        lengths = words[(where + 6) // 2]
+        if vr in _BINARY and len(where) and np.all(lengths == struct.calcsize(_BINARY[vr])):
+            width = struct.calcsize(_BINARY[vr])
+            picked = octets[(where + 8)[:, None] + np.arange(width)].reshape(-1)
+            decoded = np.frombuffer(picked.tobytes(), dtype=_BINARY[vr]).tolist()
+            for number, value in zip(frame.tolist(), decoded):
+                out[number] = value
+            return out
+        for at, length, number in zip(where.tolist(), lengths.tolist(), frame.tolist()):
             out[number] = region[at + 8:at + 8 + length]
-        return [None if raw is None else _decode(vr, raw) for raw in out]
+        memo = {None: None}  # most values repeat from frame to frame: decode each once
+        for raw in set(out):
+            if raw is not None:
+                memo[raw] = _decode(vr, raw)
+        return [memo[raw] for raw in out]
 
     for name, tag in PUBLIC.items():
         vr = vr_in(frame0, tag)
@@ -215,11 +235,24 @@ def records_from_values(ds, values: dict, where) -> list[dict]:
             out = [a if a not in (None, "") else b for a, b in zip(out, other)]
         return [default if a in (None, "") else a for a in out]
 
+    def convert(items, function):
+        memo = {}
+        out = []
+        for x in items:
+            try:
+                value = memo[x]
+            except KeyError:
+                value = memo[x] = function(x)
+            except TypeError:  # a list: not hashable
+                value = function(x)
+            out.append(value)
+        return out
+
     def ints(*names, default):
-        return [int(_num(x)) for x in merged(*names, default=default)]
+        return convert(merged(*names, default=default), lambda x: int(_num(x)))
 
     def floats(*names, default, fallback=0.0):
-        return [_num(x, fallback) for x in merged(*names, default=default)]
+        return convert(merged(*names, default=default), lambda x: _num(x, fallback))
 
     def upper(*names, default):
         return [str(x).strip().upper() for x in merged(*names, default=default)]
