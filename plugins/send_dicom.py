@@ -123,6 +123,8 @@ class SendDicom(Sender):
             raise SendError("not sent: no SOP Class UID or SOP Instance UID")
         if self.kinds.get(kind, 0) > 0:
             self.kinds[kind] -= 1
+        from dcmpipe.plugins._send_dicom_net import PeerError
+
         sop_class, syntax = kind
         attempts = 1 + self.target.retries
         last = None
@@ -131,16 +133,10 @@ class SendDicom(Sender):
                 time.sleep(self.delay)
             try:
                 return self._send_once(item, str(sop_class), str(instance), syntax)
-            except _Refused:
-                raise
-            except Exception as exc:  # noqa: BLE001 - peer errors, failure statuses, unreadable files alike
-                from dcmpipe.plugins._send_dicom_net import PeerError
-
-                if not isinstance(exc, (PeerError, _StoreFailed, OSError)):
-                    raise
+            except (PeerError, _StoreFailed, OSError) as exc:  # a refusal (_Refused) is final: not retried
                 last = exc
                 self.delay = min(self.target.max_delay, round(self.delay + 0.1, 6))
-                if not isinstance(exc, _StoreFailed):
+                if not isinstance(exc, _StoreFailed):  # the association may be half-way through a message
                     self._drop(abort=True)
                 if attempt < attempts:
                     log.warning("%s: %s; sending again (%d of %d) after %.1f s", item, exc, attempt,
@@ -265,7 +261,8 @@ def _encode(item, syntax: str, edits: list) -> bytes:
     buffer = DicomBytesIO()
     buffer.is_little_endian = uid.is_little_endian
     buffer.is_implicit_VR = uid.is_implicit_VR
-    ds.pop(0x00020000, None)
+    for tag in [tag for tag in ds.keys() if tag.group == 0x0002]:  # File Meta inside a raw data set
+        del ds[tag]
     write_dataset(buffer, ds)
     return buffer.getvalue()
 
