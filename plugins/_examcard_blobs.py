@@ -216,7 +216,7 @@ def format_values(kind: str, values: list) -> str:
     """Values joined by ", "; a run of equal values as ``v x n`` (``0 x 24``, -0 equals 0)."""
     parts = []
     for head, run in groupby(values):  # equal values (==) form a run; the first one is shown
-        n = sum(1 for _ in run)
+        n = len(list(run))
         text = format_value(kind, head)
         parts.append(text if n == 1 else f"{text} x {n}")
     return ", ".join(parts)
