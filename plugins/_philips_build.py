@@ -185,9 +185,19 @@ class _Template:
         self.pieces = pieces
 
     def render(self, values: dict) -> bytes:
+        """The item's bytes; values still the very objects of ``self.base`` reuse their encoding."""
+        base = self.base
+        cache = self.__dict__.setdefault("encoded", {})
         out = [self.pieces[0]]
         for (name, tag, vr), piece in zip(self.order, self.pieces[1:]):
-            out.append(_element(tag, vr, values[name]))
+            value = values[name]
+            if value is base.get(name):
+                encoded = cache.get(name)
+                if encoded is None:
+                    encoded = cache[name] = _element(tag, vr, value)
+            else:
+                encoded = _element(tag, vr, value)
+            out.append(encoded)
             out.append(piece)
         return b"".join(out)
 
