@@ -93,7 +93,7 @@ class Policy:
     profile: Profile
     allow: list = field(default_factory=list)  # [(AE title, {ip, ...} or None)]
     max_associations: int = 10
-    idle_timeout: float = 60.0
+    idle_timeout: float = 600.0  # an association silent this long is aborted
 
     def check(self, called: str, calling: str, peer_ip: str) -> None:
         if called != self.ae_title:
@@ -223,6 +223,9 @@ class Association(threading.Thread):
             if not self.associate():
                 return
             self.serve()
+        except TimeoutError:
+            self.abort()
+            log.warning("%s: association aborted: nothing received for %g s", self.label(), server.policy.idle_timeout)
         except (OSError, ConnectionError, ValueError, struct.error) as exc:
             if not server.stopping.is_set():
                 log.warning("%s: association ended: %s", self.label(), exc)

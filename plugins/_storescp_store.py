@@ -110,6 +110,7 @@ class Incoming:
         from ._storescp_net import file_meta
 
         self.store, self.sop_class, self.sop_instance = store, sop_class, sop_instance
+        self.started = time.monotonic()
         self.study = None
         self.error: OSError | None = None
         self.head = bytearray()
@@ -151,8 +152,12 @@ class Incoming:
     def write(self, chunk) -> None:
         if len(self.head) < HEAD:
             self.head += chunk[: HEAD - len(self.head)]
-            if len(self.head) >= HEAD and self.study is None:
-                self.study = self._study()
+            if self.study is None:  # known early, the study is held open while this object arrives
+                found = quick_study_uid(self.head, self.syntax)
+                if found is not False:
+                    self.study = found or ""
+                elif len(self.head) >= HEAD:
+                    self.study = self._study()
         if self.error is not None:
             return
         try:
@@ -178,7 +183,7 @@ class Incoming:
 
     def finish(self) -> int:
         """Close, name and link the file; the C-STORE status to answer."""
-        from ._storescp_net import OUT_OF_RESOURCES, SUCCESS
+        from ._storescp_net import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
 
         try:
             if self.error is None:
@@ -192,9 +197,14 @@ class Incoming:
                     os.close(fd)
                     if self.study is None:
                         self.study = self._study(complete=True)
+                    self.study = self.study or None
                     self.store.place(self)
                 except OSError as exc:
                     self._fail(exc)
+                except Exception as exc:  # a bug must not leave a file behind or claim success
+                    log.error("%s: cannot store: %s: %s", self.sop_instance, type(exc).__name__, exc)
+                    self._drop()
+                    return CANNOT_UNDERSTAND
             return SUCCESS if self.error is None else OUT_OF_RESOURCES
         finally:
             self.store.closed(self)
@@ -307,7 +317,9 @@ class StudyStore:
         done = []
         with self.lock:
             busy = {self.folder_name(i.study) for i in self.inflight if i.study is not None}
-            unknown = any(i.study is None for i in self.inflight)
+            # An object whose study is not known yet holds back every study, but only for a while:
+            # a sender that hangs mid-object must not stop all studies from completing.
+            unknown = any(i.study is None and now - i.started < timeout for i in self.inflight)
             for name, last in list(self.last.items()):
                 if now - last >= timeout and name not in busy and not unknown:
                     del self.last[name]

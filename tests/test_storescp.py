@@ -537,3 +537,44 @@ def test_storescp_clean_step_in_a_recipe(tmp_path):
 
     with pytest.raises(RecipeError, match="older_than"):
         run({"step": [recipe["step"][0], {**recipe["step"][1], "older_than": "soon"}]}, base_dir=tmp_path)
+
+
+class _Peer:
+    calling = "UNIT"
+
+
+def test_store_tracks_studies_and_never_overwrites(tmp_path):
+    from pydicom import dcmread
+
+    from dcmpipe.plugins._storescp_store import StudyStore
+    from dcmpipe.plugins.storescp import prefixes
+
+    files = make_study(tmp_path / "in", "Unit", n=2)
+    store = StudyStore(tmp_path / "store", prefixes())
+
+    def send(path, finish=True, data=None):
+        ds = dcmread(path, stop_before_pixels=True)
+        incoming = store.begin(_Peer(), ds.SOPClassUID, ds.SOPInstanceUID, "1.2.840.10008.1.2.1")
+        incoming.write(data if data is not None else dataset_bytes(path))
+        return incoming.finish() if finish else incoming
+
+    assert send(files[0]) == 0
+    study = dcmread(files[0]).StudyInstanceUID
+    folder = tmp_path / "store" / study
+    now = time.monotonic()
+    assert store.due(10, now + 5) == []
+    pending = send(files[1], finish=False)  # an object of the study in transit holds it open
+    assert store.due(10, now + 60) == []
+    assert pending.finish() == 0
+    assert store.due(10, time.monotonic() + 11) == [(folder, study)]
+    assert (folder / ".receiving").is_file()
+    store.closed_study(folder)
+    assert not (folder / ".receiving").exists()
+    # the same object again: stored once; a different one with the same UID: kept beside it
+    assert send(files[0]) == 0
+    changed = dataset_bytes(files[0])
+    assert send(files[0], data=changed[:-1] + bytes([changed[-1] ^ 0xFF])) == 0
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    first = "MR." + dcmread(files[0]).SOPInstanceUID
+    assert names == sorted([first, first + ".2", "MR." + dcmread(files[1]).SOPInstanceUID])
+    assert not _parts(tmp_path / "store")
