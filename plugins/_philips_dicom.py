@@ -142,18 +142,12 @@ def check_philips_enhanced_top(ds, where) -> None:
 
 def check_philips_enhanced(ds, where) -> None:
     """Refuse, in one line, what is not a Philips Enhanced MR object with the private groups needed."""
-    sop = str(_get(ds, "SOPClassUID", ""))
-    manufacturer = str(_get(ds, "Manufacturer", "")).strip()
-    if "PHILIPS" not in manufacturer.upper():
-        raise PhilipsError(f"{where}: not a Philips file (Manufacturer {manufacturer!r})")
-    if sop != ENHANCED_MR:
-        raise PhilipsError(f"{where}: not Enhanced MR Image Storage (SOP Class {sop or 'missing'})")
+    check_philips_enhanced_top(ds, where)
     if "PerFrameFunctionalGroupsSequence" not in ds or not ds.PerFrameFunctionalGroupsSequence:
         raise PhilipsError(f"{where}: Philips Enhanced MR without Per-frame Functional Groups Sequence (5200,9230)")
     if private_tag(ds.PerFrameFunctionalGroupsSequence[0], MR005, 0x0F) is None:
         raise PhilipsError(f"{where}: Philips Enhanced MR without private per-frame group (2005,140F) of "
                            "'Philips MR Imaging DD 005'")
-    check_philips_enhanced_top(ds, where)
 
 
 # -- general information (SPEC 1.2) ----------------------------------------------
