@@ -117,14 +117,23 @@ def test_default_output_name_and_diffs(asl_run, tmp_path):
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
-def _broken(asl_run, tmp_path, change) -> tuple:
+def _broken(asl_run, tmp_path, change, cli: bool) -> tuple:
     run = tmp_path / "broken"
     shutil.copytree(asl_run["run"], run)
     shutil.copy(asl_run["root"] / "run.PAR", tmp_path / "broken.PAR")
     shutil.copy(asl_run["root"] / "run.REC", tmp_path / "broken.REC")
     change(run, tmp_path)
-    done = run_cli("dcms2e", run)
-    return done, tmp_path / "broken.dcm"
+    out = tmp_path / "broken.dcm"
+    if cli:
+        done = run_cli("dcms2e", run)
+        return done.returncode, done.stderr, out
+    from dcmpipe.plugins._philips_build import PhilipsError, build
+
+    try:
+        build(run, tmp_path / "broken.PAR", tmp_path / "broken.REC", out)
+    except PhilipsError as exc:
+        return 1, str(exc), out
+    return 0, "", out
 
 
 def _drop_one_file(run, _):
@@ -153,15 +162,16 @@ def _truncate_rec(run, root):
     (root / "broken.REC").write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("change, message", [
-    (_drop_one_file, "79 classic files but 80 PAR images of dynamic 1"),
-    (_change_pixels, "pixel data differs from REC image"),
-    (_other_acquisition, "acquisition number differs: classic 19, PAR 7"),
-    (_truncate_rec, "truncated REC"),
+@pytest.mark.parametrize("change, message, cli", [
+    (_drop_one_file, "79 classic files but 80 PAR images of dynamic 1", True),
+    (_change_pixels, "pixel data differs from REC image", False),
+    (_other_acquisition, "acquisition number differs: classic 19, PAR 7", False),
+    (_truncate_rec, "truncated REC", False),
 ])
-def test_checks_before_writing(asl_run, tmp_path, change, message):
-    done, out = _broken(asl_run, tmp_path, change)
-    assert done.returncode == 1
-    assert message in done.stderr and "Traceback" not in done.stderr
-    assert len([line for line in done.stderr.splitlines() if "dcms2e" in line and "failed" not in line]) == 1
+def test_checks_before_writing(asl_run, tmp_path, change, message, cli):
+    code, stderr, out = _broken(asl_run, tmp_path, change, cli)
+    assert code == 1
+    assert message in stderr and "Traceback" not in stderr
+    if cli:  # one line for the series, not one per file
+        assert len([line for line in stderr.splitlines() if "dcms2e" in line and "failed" not in line]) == 1
     assert not out.exists()
