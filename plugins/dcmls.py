@@ -308,7 +308,7 @@ def ls_recipe(paths, fmt, tags, output, recursive) -> dict:
 @click.option("--tags", "-t", "tags", metavar="TAGS",
               help="the DICOM fields to show, colon-separated keywords or numbers (0008,103e)")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="write the listing to this file (never overwritten)")
-@click.option("--no-recursive", "-d", "flat", is_flag=True, help="do not descend into subfolders")
+@click.option("--no-recursive", "flat", is_flag=True, help="do not descend into subfolders")
 @click.option("--jobs", "-j", type=click.IntRange(1), default=None,
               help="processes sharing the work, this one included (default: cores)")
 @click.option("-q", "--quiet", is_flag=True, help="only errors")

@@ -207,3 +207,12 @@ def test_every_file_of_the_real_corpus_is_listed_without_a_crash():
         assert row["Modality"] == (ds.get("Modality") or ""), path
         checked += 1
     assert checked > 100
+
+
+def test_no_recursive_lists_only_the_folder_given(many):
+    result = run_cli("ls", many / "b", "--no-recursive")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{many / 'b'}:"
+    assert [line.split()[-1] for line in lines[1:]] == ["deep", "notes.txt"]
+    assert lines[1].startswith("d") and lines[2].startswith("-")
