@@ -114,15 +114,17 @@ class EnhancedInfo:
     def describe(self) -> str:
         """Dimensions and labels, one line per axis."""
         lines = [f"{self.path}: {' x '.join(str(n) for n in self.shape)} ({self.scaling})"]
-        frame_axes = {id(a): a for a in self.axes}
-        for n, label in enumerate(self.labels):
-            size = self.shape[n]
-            axis = next((a for a in frame_axes.values() if a.label == label), None)
-            shown = ""
-            if axis is not None:
+        frame_axes = list(self.axes)
+        image_axes = [("Rows", self.rows), ("Columns", self.columns)]
+        ordered = ([(a.label, a) for a in frame_axes] + image_axes if self.layout == "numpy"
+                   else image_axes + [(a.label, a) for a in frame_axes])
+        for n, (label, axis) in enumerate(ordered):
+            if isinstance(axis, Axis):
                 vals = [_short(v) for v in axis.values[:6]]
                 shown = ": " + ", ".join(vals) + (", ..." if len(axis.values) > 6 else "")
-            lines.append(f"  axis {n}  {size:5d}  {label}{shown}")
+                lines.append(f"  axis {n}  {len(axis):5d}  {label}{shown}")
+            else:
+                lines.append(f"  axis {n}  {axis:5d}  {label}")
         return "\n".join(lines)
 
 
@@ -935,8 +937,9 @@ def _fill(ds, path, nframes, rows, columns, cells, ncells, scaling):
         out[cells] = pixels
         return out
     slopes, intercepts = frame_scaling(ds, path, nframes, scaling)
-    out = (np.empty if filled else lambda *a, **k: np.full(*a, np.nan, **k))((ncells, rows, columns),
-                                                                             dtype=np.float32)
+    out = np.empty((ncells, rows, columns), dtype=np.float32)
+    if not filled:
+        out.fill(np.nan)
     step = 256
     for start in range(0, nframes, step):
         stop = min(start + step, nframes)
