@@ -528,8 +528,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
+        finished = False
         while True:
-            finished = job.done.wait(TICK)
             if finished:
                 message = f"event: done\ndata: {json.dumps(job.result)}\n\n"
             else:
@@ -538,6 +538,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             if finished:
                 return
+            finished = job.done.wait(TICK)  # the first progress event goes out at once
 
 
 class _Server(ThreadingHTTPServer):
