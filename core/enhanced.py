@@ -172,6 +172,8 @@ class LeanElement:
         vr, start, length = self.VR, self._start, self._length
         if vr == "SQ":
             return start if length == -2 else _lean_items(self._buf, start, length)
+        if self.tag == 0x7FE00010:  # Pixel Data: a view of the file's bytes, not a copy
+            return memoryview(self._buf)[start:start + length]
         raw = self._buf[start:start + length]
         if vr in _NUM_FORMATS:
             fmt = _NUM_FORMATS[vr]
