@@ -317,6 +317,53 @@ def test_files_still_arriving_are_named_next_to_the_source(browser, export, tmp_
         server.stop()
 
 
+def test_cancel_button_stops_the_run_and_the_summary_says_so(browser, tmp_path):
+    from dcmpipe.demo import SeriesPlan, StudyPlan, generate
+
+    src = tmp_path / "incoming"
+    generate(src, [StudyPlan("79", "DEMO^GUS", "P079", "Big", [SeriesPlan(1, "S1", slices=60, dynamics=25)])])
+    _age(src)
+    before = _digest(src)
+    server = Server(cwd=tmp_path)
+    try:
+        _open(browser, server)
+        _fill(browser, {"source": src, "wait": "0", "destdir": tmp_path / "out", "jobs": "1"})
+        _preview(browser)
+        browser.find_element("id", "run").click()
+        _wait(browser, lambda d: d.find_element("id", "cancel").is_displayed(), what="Cancel button")
+        browser.find_element("id", "cancel").click()
+        _wait(browser, lambda d: d.find_element("id", "summary-box").get_attribute("data-state"), what="summary")
+        assert browser.find_element("id", "summary-box").get_attribute("data-state") == "cancelled"
+        assert "interrupted" in _text(browser, "summary-line")
+        assert "cancelled" in _text(browser, "progress-text")
+    finally:
+        server.stop()
+    moved = {k: v for k, v in _digest(tmp_path / "out").items() if not k.endswith("info")} \
+        if (tmp_path / "out").exists() else {}
+    assert len(moved) < len(before)
+    assert sorted(before.values()) == sorted(list(_digest(src).values()) + list(moved.values()))
+
+
+def test_failed_files_are_listed_with_their_reason(browser, export, tmp_path):
+    dest = tmp_path / "sorted"
+    taken = dest / "1002" / "0003"
+    taken.mkdir(parents=True)
+    (taken / "001").write_text("not the scanner's file\n")  # a different file where one would go
+    server = Server(cwd=tmp_path)
+    try:
+        _open(browser, server)
+        _fill(browser, {"source": export, "recurse": True, "wait": "0", "destdir": dest})
+        _preview(browser)
+        browser.find_element("id", "run").click()
+        _wait(browser, lambda d: d.find_element("id", "summary-box").get_attribute("data-state"), what="summary")
+        failures, summary = _text(browser, "failures"), _text(browser, "summary")
+    finally:
+        server.stop()
+    assert re.search(r"failed\s+1\b", summary), summary
+    assert "Failed files" in failures and "IM_" in failures and "exists" in failures, failures
+    assert (taken / "001").read_text() == "not the scanner's file\n"  # never overwritten
+
+
 def test_folder_picker_browses_the_server_file_system(browser, export, tmp_path):
     server = Server(cwd=tmp_path)
     try:
