@@ -525,6 +525,30 @@ def test_help_and_bad_port(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
+def test_a_new_switch_of_the_command_becomes_a_field_and_a_command_line_argument():
+    import click
+
+    from dcmpipe.plugins import _movegui_form as form
+
+    @click.command("tool")
+    @click.argument("out", required=False, type=click.Path(file_okay=False))
+    @click.option("-s", "source", type=click.Path(exists=True, file_okay=False), help="source folder")
+    @click.option("-x", "extra", is_flag=True, help="a switch added later")
+    @click.option("--level", type=click.Choice(["low", "high"]), default="low", help="how much")
+    @click.option("--print-recipe", is_flag=True)
+    def tool(out, source, extra, level, print_recipe):
+        pass
+
+    fields = {f["name"]: f for f in form.fields(tool, "tool")}
+    assert list(fields) == ["source", "extra", "level", "out"]  # command-line order; --print-recipe is a button
+    assert fields["extra"]["kind"] == "flag" and fields["extra"]["help"] == "a switch added later"
+    assert fields["level"]["choices"] == ["low", "high"] and fields["level"]["default"] == "low"
+    assert fields["source"]["kind"] == "folder" and not fields["source"]["output"] and fields["out"]["output"]
+    args = form.argv(tool, "tool", {"source": "/in", "extra": True, "level": "high", "out": "-odd"})
+    assert args == ["-s", "/in", "-x", "--level", "high", "--", "-odd"]
+    assert form.argv(tool, "tool", {"extra": False, "level": "low"}) == []  # defaults are left out
+
+
 # -- the runner's hooks for a driving thread ------------------------------------------
 
 
