@@ -180,13 +180,25 @@ def render(rows: list[tuple[str, dict[str, str]]], columns: list[str], width: in
         label_width = max(len(_label(c, described)) for c in same)
         for col in same:
             value = rows[0][1].get(col, ABSENT) if rows else ABSENT
-            lines.append(f"  {_label(col, described).ljust(label_width)}  {_cut(value, width - label_width - 4)}")
+            lines += _fold(_label(col, described), label_width, value, width)
     if differ:
         if lines:
             lines.append("")
         lines.append(f"Different ({len(differ)}):")
         lines += _table(rows, differ, width)
     return "\n".join(lines) + "\n"
+
+
+def _fold(label: str, label_width: int, value: str, width: int) -> list[str]:
+    """``  label  value``, a value too long for the width continued on the next lines (below the
+    value, or below the label when the labels leave too little room)."""
+    indent = label_width + 4 if width - label_width - 4 >= 20 else 4
+    room = max(width - indent, 10)
+    parts = [value[i:i + room] for i in range(0, len(value), room)] or [""]
+    if indent == 4 and len(f"  {label}  {value}") > width:
+        return [f"  {label}"] + [f"    {part}" for part in parts]
+    head = f"  {label.ljust(label_width)}  {parts[0]}".rstrip()
+    return [head] + [" " * indent + part for part in parts[1:]]
 
 
 def _label(col: str, described: dict[str, str]) -> str:

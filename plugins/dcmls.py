@@ -95,7 +95,6 @@ class Listing(Exporter):
 
     def __init__(self, options, context):
         super().__init__(options, context)
-
         self.tag_list = parse_tags(options.tags)
         # tags beyond the declared ones: read just these (the lean reader) rather than the whole header
         self.extra_tags = frozenset(self.tag_list) if not set(self.tag_list) <= set(parse_tags(DEFAULT_TAGS)) else None
@@ -111,7 +110,6 @@ class Listing(Exporter):
     @property
     def out(self):
         if self._out is None:
-
             _check_main_process()
             target = self.options.output
             self._out = Output(None if target is None else self.context.resolve(target))
@@ -158,7 +156,6 @@ class Listing(Exporter):
                 str(st.st_size), ls_date(st.st_mtime, self.now)]
 
     def _text_row(self, path: Path, st, values, root: str | None) -> None:
-
         folder = str(path.parent)
         if folder != self.folder:
             self._flush_text()
@@ -200,13 +197,11 @@ class Listing(Exporter):
             self.rows = []
 
     def _tsv_row(self, path: Path, st, values, item) -> None:
-
         fields = [shown(path)] + self._ls_fields(st)[:4] + [_iso(st.st_mtime), "yes" if values is not None else "no"]
         fields += [text(v) for v in values] if values is not None else [""] * len(self.names)
         self.out.write("\t".join(f.replace("\t", " ") for f in fields) + "\n")
 
     def _json_row(self, path: Path, st, values, item) -> None:
-
         mode, owner, group, size, _ = self._ls_fields(st)
         record = {"path": shown(path), "mode": mode, "owner": owner, "group": group, "size": st.st_size,
                   "mtime": _iso(st.st_mtime), "dicom": values is not None}

@@ -126,6 +126,13 @@ def test_full_paths_and_folding(exam, tmp_path):
     assert max(len(line) for line in table) <= 60
     assert sum(line.startswith("file ") for line in table) >= 2  # folded: the header repeats
     assert {line.split()[0] for line in table if line.startswith("IM_")} == {f.name for f in files}
+    folded = _info("-t", "SOPInstanceUID", "-x", "-w", "30", files[0], tmp_path=tmp_path)
+    uid_lines = folded.stdout.splitlines()[1:]
+    assert len(uid_lines) >= 2 and all(len(line) <= 30 for line in uid_lines)
+    from pydicom import dcmread
+
+    assert uid_lines[0].split() == ["SOPInstanceUID", "(0008,0018)"]  # the label leaves no room: value below
+    assert "".join(line.strip() for line in uid_lines[1:]) == dcmread(files[0]).SOPInstanceUID
     full = _info("-f", *files, tmp_path=tmp_path)
     assert all(f"\n{f} " in full.stdout for f in files)
 
