@@ -171,7 +171,7 @@ function showPreview(data) {
     const title = el("label", {class: "study-title"}, box,
       el("b", {}, `Study ${s.study_id || "?"}`), ` ${s.description ? "“" + s.description + "” " : ""}`,
       `patient ${s.patient || "?"} (ID ${s.patient_id || "?"}), ${s.date || "no date"}, `,
-      `${plural(s.series_count, "series").replace("seriess", "series")}, ${plural(s.files, "file")}`);
+      `${s.series_count.toLocaleString()} series, ${plural(s.files, "file")}`);
     const series = el("ul", {class: "series"});
     for (const r of s.series) {
       const more = r.files > r.examples.length ? " …" : "";
