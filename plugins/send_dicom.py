@@ -215,10 +215,11 @@ class SendDicom(Sender):
         cid, accepted = self._context(kind)
         edits = item.extra.get("send_edits") or []
         status = None
-        if item.source is not None and not edits and accepted == syntax:
+        if (item.source is not None or item.data) and not edits and accepted == syntax:
             from dcmpipe.plugins._send_dicom_net import dataset_offset
 
-            with open(item.source, "rb") as f:
+            source = item.data_source()  # the file, or the bytes received from the network
+            with open(source, "rb") if isinstance(source, (str, os.PathLike)) else source as f:
                 offset = dataset_offset(f)
                 if offset is not None:  # the bytes as they are in the file
                     length = f.seek(0, os.SEEK_END) - offset

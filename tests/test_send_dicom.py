@@ -604,3 +604,28 @@ def test_our_send_to_our_classic_storescp_reports_the_refused_enhanced_mr(mr_fil
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_an_item_held_in_memory_is_sent_as_its_bytes(mr_files, tmp_path, monkeypatch):
+    """Items a network reader keeps in memory (item.data, no file) go out undecoded too."""
+    from dcmpipe import Context, Item
+    from dcmpipe.plugins import send_dicom
+    from dcmpipe.plugins.send_dicom import SendDicom, SendDicomOptions
+
+    def no_decoding(*args):
+        raise AssertionError("the data set was decoded")
+
+    monkeypatch.setattr(send_dicom, "_encode", no_decoding)
+    peer = PickySCP()
+    try:
+        item = Item(data=mr_files[0].read_bytes(), extra={"label": "received object"})
+        item.load_header(None)
+        step = SendDicom(SendDicomOptions(host="127.0.0.1", port=peer.port), Context(base_dir=tmp_path))
+        try:
+            assert step.send(item).startswith("sent received object")
+        finally:
+            step.close()
+        ((_, got),) = peer.received
+        assert got.SOPInstanceUID == item.get("SOPInstanceUID")
+    finally:
+        peer.stop()
