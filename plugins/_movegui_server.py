@@ -546,6 +546,15 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def _graphical() -> bool:
+    """Whether a browser window can open here (a text browser would take over an SSH session)."""
+    import os
+
+    if os.environ.get("BROWSER") or sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def serve(command, command_name: str, port: int = 0, open_browser: bool = True, values: dict | None = None) -> None:
     """Serve the form for ``command`` on 127.0.0.1 until Ctrl-C or Quit; ``values`` fill the form."""
     import click
@@ -568,10 +577,13 @@ def serve(command, command_name: str, port: int = 0, open_browser: bool = True, 
             h.addFilter(quiet)
     url = f"http://127.0.0.1:{port}/?token={app.token}"
     print(f"dcmpipe movegui: {url}", flush=True)
-    if open_browser:
+    if open_browser and _graphical():
         import webbrowser
 
         threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+    elif open_browser:
+        print("dcmpipe movegui: no graphical display here: open the address above in a browser"
+              " (through an SSH tunnel: see dcmpipe movegui --help)", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
