@@ -578,3 +578,21 @@ def test_store_tracks_studies_and_never_overwrites(tmp_path):
     first = "MR." + dcmread(files[0]).SOPInstanceUID
     assert names == sorted([first, first + ".2", "MR." + dcmread(files[1]).SOPInstanceUID])
     assert not _parts(tmp_path / "store")
+
+
+@DCMTK
+def test_a_late_object_reopens_its_study_and_the_recipe_runs_again(server, tmp_path):
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="late", dir="/tmp"))
+    try:
+        files = make_study(tmp_path / "in", f"Late #-#{root}/dest", n=3)
+        srv = server("--eostudy-timeout", "1", "--route-root", str(root), "-v")
+        assert storescu(srv.port, *files[:2]).returncode == 0
+        srv.wait_for(r"study .*: 2 read, 2 written")
+        assert storescu(srv.port, files[2]).returncode == 0
+        srv.wait_for(r"study .*: 3 read, 3 written, 0 skipped, 0 bad, 0 failed")
+        (study,) = (root / "dest").iterdir()
+        assert len(list(study.glob("MR.*"))) == 3
+    finally:
+        shutil.rmtree(root)
