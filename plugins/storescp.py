@@ -486,8 +486,6 @@ def storescp_command(port, aetitle, store, profile, eostudy_timeout, recipe_file
         return
     get_manager()
     build_recipe(study_recipe(store / "check", steps), base_dir)  # every problem before listening
-    if not recipe_file and not roots:
-        log.warning("storescp: no --route-root given: every study stays in the store")
 
     def on_study(folder: Path, uid):
         recipe = build_recipe(study_recipe(folder, steps), base_dir)
@@ -499,6 +497,8 @@ def storescp_command(port, aetitle, store, profile, eostudy_timeout, recipe_file
                               Path(tls_cert) if tls_cert else None, Path(tls_key) if tls_key else None,
                               Path(tls_ca) if tls_ca else None, max_associations, bind, fsync)
     receiver = Receiver(settings, on_study, log=log)
+    if not recipe_file and not roots:
+        log.warning("storescp: no --route-root given: every study stays in the store")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     receiver.start()
