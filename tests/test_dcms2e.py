@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,77 @@ def test_checks_before_writing(asl_run, tmp_path, change, message, cli):
     if cli:  # one line for the series, not one per file
         assert len([line for line in stderr.splitlines() if "dcms2e" in line and "failed" not in line]) == 1
     assert not out.exists()
+
+
+# -- a long run (more than the scanner's 16,384 images); the benchmark uses the same generator ------
+
+
+def generate_run(frames: int, folder: Path, size: int = 64) -> Path:
+    """A long fMRI-like run: FOLDER/run (classic files of dynamic 1) + run.PAR/run.REC; cached.
+
+    From the 80 classic dynamic-1 files of the scanner's ASL series 1903 cut to size x size; the
+    REC holds FRAMES/80 dynamics: dynamic 1 = the classic pixels, the others random 12-bit values.
+    """
+    import numpy as np
+    import pydicom
+
+    from dcmpipe.plugins import _philips_par as par
+
+    run = folder / "run"
+    if (folder / "run.REC").exists():
+        return run
+    if not QA.exists():
+        raise FileNotFoundError(f"data missing: {QA}")
+    work = Path(tempfile.mkdtemp(dir=folder))
+    scanner = work / "scanner.dcm"
+    scanner.write_bytes(gzip.decompress((QA / "enh" / "1903_WIP_SOURCE_-_3DpCASL.dcm.gz").read_bytes()))
+    subprocess.run([sys.executable, "-m", "dcmpipe", "dcm2par", "-q", "-o", work, scanner], check=True)
+    parsed = par.read_par(work / "scanner.PAR")
+    dyn1 = [dict(r) for r in parsed.records if r["dynamic"] == 1]
+    per_dynamic = len(dyn1)
+    dynamics = max(1, frames // per_dynamic)
+    records = []
+    for d in range(1, dynamics + 1):
+        for r in dyn1:
+            row = dict(r, dynamic=d, dyn_time=(d - 1) * 2.0, recon_x=size, recon_y=size)
+            records.append(row)
+    records.sort(key=lambda r: par.row_sort_key(True, r))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 4096, size=(len(records), size * size), dtype=np.uint16)
+    run.mkdir(parents=True, exist_ok=True)
+    key = lambda r: (r["slice"], r["label"])  # noqa: E731
+    first_row = {}
+    for row, r in enumerate(records):
+        r["index"] = row
+        if r["dynamic"] == 1:
+            first_row[key(r)] = row
+    for path in sorted((QA / "cl").glob("1903_*.dcm.gz")):
+        ds = pydicom.dcmread(gzip.GzipFile(path))
+        if int(ds.TemporalPositionIdentifier) != 1:
+            continue
+        label = 2 if str(ds[0x2005, 0x1429].value).upper() == "LABEL" else 1
+        row = first_row[(int(ds[0x2001, 0x100A].value), label)]
+        ds.Rows = ds.Columns = size
+        ds.PixelData = images[row].tobytes()
+        ds.save_as(run / path.name[:-3])
+    general = dict(parsed.general)
+    general["Max. number of dynamics"] = str(dynamics)
+    (folder / "run.PAR").write_bytes(par.format_par(general, records, "4.2", str(folder / "run")))
+    images.tofile(folder / "run.REC")
+    shutil.rmtree(work)
+    return run
+
+
+def test_more_than_16384_frames(tmp_path):
+    """16,400 frames of 8x8: dcms2e writes one Enhanced file, dcm2par gives the REC back unchanged."""
+    if not (QA / "cl").exists():
+        pytest.skip(f"dcm_qa_philips_enh not found at {QA}")
+    run = generate_run(16_400, tmp_path, size=8)
+    done = run_cli("dcms2e", "-q", run)
+    assert done.returncode == 0, done.stderr
+    assert run_cli("dcm2par", "-q", "-o", tmp_path / "back", tmp_path / "run.dcm").returncode == 0
+    from dcmpipe.plugins import _philips_par as par
+
+    back = par.read_par(tmp_path / "back" / "run.PAR")
+    assert len(back.records) == 16_400 and max(r["dynamic"] for r in back.records) == 205
+    assert (tmp_path / "back" / "run.REC").read_bytes() == (tmp_path / "run.REC").read_bytes()

@@ -16,7 +16,6 @@ Usage: python tests/benchmarks/bench_philips.py [--frames 20000] [--cache DIR] [
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import shutil
 import subprocess
@@ -26,60 +25,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
 QA = REPO.parent / "shared" / "philips" / "dcm_qa_philips_enh" / "In"
 SIZE = 64
-
-
-def generate(frames: int, folder: Path) -> Path:
-    """The classic dynamic-1 folder RUN, with RUN.PAR/RUN.REC beside it; cached."""
-    import numpy as np
-    import pydicom
-
-    from dcmpipe.plugins import _philips_par as par
-
-    run = folder / "run"
-    if (folder / "run.REC").exists():
-        return run
-    if not QA.exists():
-        sys.exit(f"benchmark data missing: {QA}")
-    work = Path(tempfile.mkdtemp(dir=folder))
-    scanner = work / "scanner.dcm"
-    scanner.write_bytes(gzip.decompress((QA / "enh" / "1903_WIP_SOURCE_-_3DpCASL.dcm.gz").read_bytes()))
-    subprocess.run([sys.executable, "-m", "dcmpipe", "dcm2par", "-q", "-o", work, scanner], check=True)
-    parsed = par.read_par(work / "scanner.PAR")
-    dyn1 = [dict(r) for r in parsed.records if r["dynamic"] == 1]
-    per_dynamic = len(dyn1)
-    dynamics = max(1, frames // per_dynamic)
-    records = []
-    for d in range(1, dynamics + 1):
-        for r in dyn1:
-            row = dict(r, dynamic=d, dyn_time=(d - 1) * 2.0, recon_x=SIZE, recon_y=SIZE)
-            records.append(row)
-    records.sort(key=lambda r: par.row_sort_key(True, r))
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 4096, size=(len(records), SIZE * SIZE), dtype=np.uint16)
-    run.mkdir(parents=True, exist_ok=True)
-    key = lambda r: (r["slice"], r["label"])  # noqa: E731
-    first_row = {}
-    for row, r in enumerate(records):
-        r["index"] = row
-        if r["dynamic"] == 1:
-            first_row[key(r)] = row
-    for path in sorted((QA / "cl").glob("1903_*.dcm.gz")):
-        ds = pydicom.dcmread(gzip.GzipFile(path))
-        if int(ds.TemporalPositionIdentifier) != 1:
-            continue
-        label = 2 if str(ds[0x2005, 0x1429].value).upper() == "LABEL" else 1
-        row = first_row[(int(ds[0x2001, 0x100A].value), label)]
-        ds.Rows = ds.Columns = SIZE
-        ds.PixelData = images[row].tobytes()
-        ds.save_as(run / path.name[:-3])
-    general = dict(parsed.general)
-    general["Max. number of dynamics"] = str(dynamics)
-    (folder / "run.PAR").write_bytes(par.format_par(general, records, "4.2", str(folder / "run")))
-    images.tofile(folder / "run.REC")
-    shutil.rmtree(work)
-    return run
 
 
 def timed(command: list, label: str, pixel_bytes: int) -> dict:
@@ -104,7 +52,11 @@ def main(argv=None) -> int:
     folder = args.cache / f"frames-{args.frames}"
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    run = generate(args.frames, folder)
+    from test_dcms2e import generate_run  # the tests use the same generator
+
+    if not QA.exists():
+        sys.exit(f"benchmark data missing: {QA}")
+    run = generate_run(args.frames, folder, SIZE)
     print(f"data: {folder} (generated or reused in {time.perf_counter() - started:.1f} s)")
     frames = (folder / "run.REC").stat().st_size // (SIZE * SIZE * 2)
     pixel_bytes = frames * SIZE * SIZE * 2
