@@ -226,11 +226,14 @@ def _key_of_record(r: dict) -> tuple:
             r["label"])
 
 
-def read_classic(folder: Path) -> list:
+def read_classic(folder: Path, files: list | None = None) -> list:
+    """The classic files (``files``, else every visible file of ``folder``) as (path, data set)."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
-    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+    if files is None:
+        files = [p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = sorted(Path(p) for p in files)
     out = []
     for path in files:
         try:
@@ -392,8 +395,12 @@ def _shared_groups(c, c140):
     return shared
 
 
-def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: bool = False) -> dict:
-    """Write the Enhanced MR file ``out_path``; return a small report (frames, bytes, notes)."""
+def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: bool = False,
+          files: list | None = None) -> dict:
+    """Write the Enhanced MR file ``out_path``; return a small report (frames, bytes, notes).
+
+    ``files``: the classic files of dynamic 1 (default: every visible file of ``folder``).
+    """
     import numpy as np
     from pydicom import Dataset
     from pydicom.dataset import FileMetaDataset
@@ -404,7 +411,7 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
         from dcmpipe.safefile import TargetExistsError
 
         raise TargetExistsError(out_path)
-    classic = read_classic(folder)
+    classic = read_classic(folder, files)
     try:
         parsed = par.read_par(par_path)
     except par.ParError as exc:

@@ -62,7 +62,7 @@ class Dcms2e(Transform):
                 item.extra["planned"] = True
             return items
         try:
-            notes = build.build(folder, par_path, rec_path, output, strict=self.options.strict)
+            notes = build.build(folder, par_path, rec_path, output, strict=self.options.strict, files=sources)
         except Exception as exc:  # one line for the series, not one per file
             from dcmpipe import DcmpipeError
 
