@@ -56,7 +56,7 @@ class Files(Reader):
                         if self.options.recursive and entry.path not in pruned:
                             subfolders.append(Path(entry.path))
                     elif entry.is_file():
-                        yield entry
+                        yield entry.path  # a str: a DirEntry would keep ~1 kB per file alive
                 except OSError:
                     continue
             stack.extend(reversed(subfolders))
@@ -67,19 +67,19 @@ class Files(Reader):
             if root.is_dir():
                 found += [(root, entry) for entry in self._walk(root)]
             elif root.is_file():
-                found.append((root.parent, root))
+                found.append((root.parent, str(root)))
             else:
-                found.append((root.parent, root))  # reported as failed below
+                found.append((root.parent, str(root)))  # reported as failed below
         self.context.total = len(found)
         now = time.time()
         fresh = 0
-        for root, entry in found:
-            text = entry.path if isinstance(entry, os.DirEntry) else str(entry)
+        for root, entry in found:  # entry: the file's path as a str
+            text = entry
             base = str(root)
             relpath = text[len(base) + 1:] if text.startswith(base + os.sep) else os.path.relpath(text, base)
             item = Item(source=Path(text), extra={"relpath": relpath, "root": base})
             try:
-                age = now - (entry.stat() if isinstance(entry, os.DirEntry) else os.stat(text)).st_mtime
+                age = now - os.stat(text).st_mtime
             except OSError as exc:
                 item.status, item.reason = "failed", exc.strerror or str(exc)
                 yield item
