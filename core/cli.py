@@ -191,13 +191,36 @@ def _register_plugin_commands() -> None:
         _registered = True
 
 
+def _fast_command(argv: list) -> bool:
+    """``dcmpipe TOOL ...`` where the built-in module ``plugins/TOOL.py`` lists TOOL in its
+    ``FAST_COMMANDS``: a command that needs no other plugin.  Only that module is imported, so a
+    one-file conversion does not pay for loading every plugin.  False: load them all as usual."""
+    if not argv or not argv[0].isidentifier() or argv[0] in cli.commands:
+        return False
+    import importlib
+    import importlib.util
+
+    name = f"{__package__}.plugins.{argv[0]}"
+    try:
+        if importlib.util.find_spec(name) is None:
+            return False
+        module = importlib.import_module(name)
+    except Exception:  # a broken module: the normal path reports it
+        return False
+    if argv[0] not in getattr(module, "FAST_COMMANDS", ()):
+        return False
+    module.dcmpipe_register_commands(cli=cli)
+    return argv[0] in cli.commands
+
+
 def main(argv=None) -> None:
     """Entry point of the ``dcmpipe`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     STATE["debug"] = STATE["debug"] or "--debug" in argv or (argv[:1] in (["-d"], ["--debug"]))
     setup_logging(logging.DEBUG if STATE["debug"] else logging.WARNING)
     try:
-        _register_plugin_commands()
+        if not _fast_command(argv):
+            _register_plugin_commands()
         result = cli.main(argv, prog_name="dcmpipe", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("dcmpipe: aborted", err=True)
