@@ -165,6 +165,17 @@ def parse_args(argv: list[str], groups: list[Group], max_params: int):
     return options, params
 
 
+def arguments_line(prog: str, args: list[str], groups: list[Group]) -> str:
+    """DCMTK's --arguments line: the arguments after @file expansion, options by their long names."""
+    names = {}
+    for group in groups:
+        for _title, opts in group.subgroups:
+            for opt in opts:
+                names[opt.long] = names[opt.short or opt.long] = opt.long
+    shown = [names.get(a, a) for a in args]
+    return f"I: calling '{prog}' with {len(args)} arguments: " + " ".join(f"'{a}'" for a in shown) + " "
+
+
 def _is_number(arg: str) -> bool:
     try:
         float(arg)

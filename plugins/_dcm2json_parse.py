@@ -30,11 +30,10 @@ LONG_VRS = frozenset("OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 PIXEL_DATA = 0x7FE00010
+_VR_INFO = {v.encode(): (v, v in LONG_VRS) for v in VRS}
 
 _LE_TAG_LEN = struct.Struct("<HHI")
 _BE_TAG_LEN = struct.Struct(">HHI")
-_LE_VR16 = struct.Struct("<HH2sH")
-_BE_VR16 = struct.Struct(">HH2sH")
 _LE_U32 = struct.Struct("<I")
 _BE_U32 = struct.Struct(">I")
 
@@ -165,14 +164,13 @@ class _Reader:
         self.explicit = explicit
         self.big = big
         self.tag_len = _BE_TAG_LEN if big else _LE_TAG_LEN
-        self.vr16 = _BE_VR16 if big else _LE_VR16
         self.u32 = _BE_U32 if big else _LE_U32
 
     def dataset(self, pos: int, end: int, stop_at_item_end: bool = False, stop_group: int | None = None):
         """Elements from ``pos`` to ``end``; returns (elements, position after)."""
         data = self.data
         explicit = self.explicit
-        tag_len, vr16, u32 = self.tag_len, self.vr16, self.u32
+        tag_len, u32, big = self.tag_len, self.u32, self.big
         out = []
         state: dict = {}
         size = len(data)
@@ -181,31 +179,37 @@ class _Reader:
                 raise ParseError(f"premature end of data at byte {pos}")
             group, elem, length = tag_len.unpack_from(data, pos)
             tag = (group << 16) | elem
-            if stop_group is not None and group != stop_group:
-                return out, pos
-            if tag == ITEM_END:
-                if stop_at_item_end:
-                    return out, pos + 8
-                pos += 8
-                continue
-            if tag == SEQ_END or tag == ITEM:
-                raise ParseError(f"unexpected item tag ({group:04x},{elem:04x}) at byte {pos}")
+            if group == 0xFFFE or (stop_group is not None and group != stop_group):
+                if stop_group is not None and group != stop_group:
+                    return out, pos
+                if tag == ITEM_END:
+                    if stop_at_item_end:
+                        return out, pos + 8
+                    pos += 8
+                    continue
+                if tag == SEQ_END or tag == ITEM:
+                    raise ParseError(f"unexpected item tag ({group:04x},{elem:04x}) at byte {pos}")
             if explicit:
-                vr_bytes = data[pos + 4:pos + 6]
-                try:
-                    vr = vr_bytes.decode("ascii")
-                except UnicodeDecodeError:
-                    vr = "??"
-                if vr in LONG_VRS:
+                info = _VR_INFO.get(data[pos + 4:pos + 6])
+                if info is None:
+                    raise ParseError(f"invalid VR {data[pos + 4:pos + 6]!r} in element ({group:04x},{elem:04x})")
+                vr, long = info
+                if long:
                     if pos + 12 > size:
                         raise ParseError(f"premature end of data at byte {pos}")
                     length = u32.unpack_from(data, pos + 8)[0]
                     pos += 12
-                elif vr in VRS:
-                    length = vr16.unpack_from(data, pos)[3]
-                    pos += 8
                 else:
-                    raise ParseError(f"invalid VR {vr_bytes!r} in element ({group:04x},{elem:04x})")
+                    length = length & 0xFFFF if big else length >> 16  # the "<HHI" read took VR and length
+                    pos += 8
+                if length != UNDEFINED and vr != "SQ":
+                    # the common case: a value of known length
+                    if pos + length > size:
+                        raise ParseError(f"element ({group:04x},{elem:04x}) is longer ({length} bytes) "
+                                         f"than the data left ({size - pos})")
+                    out.append((tag, vr, data[pos:pos + length]))
+                    pos += length
+                    continue
             else:
                 vr = implicit_vr(tag, state) if tag != PIXEL_DATA else "OW"
                 pos += 8

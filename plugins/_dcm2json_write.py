@@ -12,7 +12,6 @@ Specific Character Set.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import re
 import struct
@@ -186,6 +185,11 @@ def has_charset(elements) -> bool:
 # -- the writer ------------------------------------------------------------------------
 
 
+CACHED_SIZE = 256
+CACHE_ENTRIES = 20_000
+_CACHES: dict = {}
+
+
 class Writer:
     def __init__(self, options: JsonOptions, transfer_syntax: str, sop_uid: str | None):
         self.o = options
@@ -204,6 +208,8 @@ class Writer:
             self.prefix += sub + "/"
             self.bulk_dir = os.path.join(self.bulk_dir, sub)
         self.bulk_files: list[Path] = []
+        # the text of small elements, by value (not with bulk data: that writes files)
+        self.cache = None if self.bulk else _CACHES.setdefault(options, {})
 
     def ind(self) -> str:
         return "  " * self.level if self.pretty else ""
@@ -233,20 +239,50 @@ class Writer:
     # data sets ------------------------------------------------------------------------------
     def dataset(self, elements, big: bool, charset, braces: bool) -> bool:
         """Write the elements; returns whether any was written (group lengths are left out)."""
+        out = self.out
+        sep = "," + self.nl
         first = True
+        # Files of a series share most values: the text of a small element is made once per
+        # process and found again by tag and value (the level, byte order and character set
+        # of this data set are part of the cache's key).
+        cache = self.cache
+        texts = None
+        if cache is not None:
+            key = (self.level, big, charset.terms if charset is not None else None)
+            texts = cache.get(key)
+            if texts is None:
+                if sum(len(v) for c in cache.values() for v in c.values()) > CACHE_ENTRIES:
+                    cache.clear()
+                texts = cache[key] = {}
         for element in elements:
-            tag = element[0]
+            tag, vr, value = element
             if not tag & 0xFFFF:
                 continue
             if first:
                 if braces:
-                    self.out.append("{" + self.nl)
+                    out.append("{" + self.nl)
                 first = False
             else:
-                self.out.append("," + self.nl)
-            self.element(element, big, charset)
+                out.append(sep)
+            if texts is None or vr == "SQ" or type(value) is not bytes or len(value) > CACHED_SIZE:
+                self.element(element, big, charset)
+                continue
+            by_value = texts.get(tag)
+            if by_value is None:
+                by_value = texts[tag] = {}
+            hit = by_value.get(value)
+            if hit is not None and hit[0] == vr:
+                out.append(hit[1])
+                continue
+            start = len(out)
+            self.leaf(tag, vr, value, big, charset)
+            text = "".join(out[start:])
+            del out[start:]
+            out.append(text)
+            if len(by_value) < 1000:
+                by_value[value] = (vr, text)
         if braces:
-            self.out.append("{}" if first else f"{self.nl}{self.ind()}}}")
+            out.append("{}" if first else f"{self.nl}{self.ind()}}}")
         return not first
 
     def element(self, element, big: bool, charset) -> None:
@@ -266,6 +302,9 @@ class Writer:
         if isinstance(value, Encapsulated):
             self.encapsulated(tag, vr, value)
             return
+        self.leaf(tag, vr, value, big, charset)
+
+    def leaf(self, tag, vr, value, big, charset) -> None:
         self.open(tag, vr)
         if value:
             if vr in BINARY_VRS:
@@ -380,7 +419,7 @@ class Writer:
         if not self.bulk:
             raise ConvertError(EXIT_JSON, "JSON InlineBinary encoding not supported for compressed pixel data; "
                                "use +b (--bulk-enabled) to write it as bulk data")
-        frames = self.frames
+        frames = _number_of_frames(self.root)
         if frames not in (None, 1):
             raise ConvertError(EXIT_JSON, "encapsulated multi-frame images cannot be represented in JSON")
         if not value:
@@ -389,9 +428,11 @@ class Writer:
         self.bulk_value(b"".join(value), extension(self.ts))
         self.close()
 
-    frames = None
+    root: list = []
 
     def bulk_value(self, raw: bytes, ext: str) -> None:
+        import hashlib
+
         name = hashlib.sha256(raw).hexdigest() + ext
         path = os.path.join(self.bulk_dir, name)
         if not os.path.exists(path):
@@ -730,13 +771,14 @@ def to_json(parsed: Parsed, options: JsonOptions, read_dataset: bool = False) ->
         charset = Charset(terms)
         if terms != ("ISO_IR 6",):
             dataset = _with_utf8(dataset)
-    writer = Writer(options, parsed.transfer_syntax, sop_instance_uid(parsed))
-    writer.frames = _number_of_frames(parsed.dataset)
+    writer = Writer(options, parsed.transfer_syntax, sop_instance_uid(parsed) if options.bulk_subdir else None)
+    writer.root = parsed.dataset
     if writer.bulk:
         try:
             os.makedirs(writer.bulk_dir, exist_ok=True)
         except OSError as exc:
-            raise ConvertError(EXIT_WRITE, f"cannot create bulk data folder {writer.bulk_dir}: {exc.strerror}") from None
+            raise ConvertError(EXIT_WRITE,
+                               f"cannot create bulk data folder {writer.bulk_dir}: {exc.strerror}") from None
     out = writer.out
     if options.meta and not read_dataset:
         out.append("{" + writer.nl)

@@ -23,6 +23,9 @@ import click
 
 from dcmpipe import Exporter, hookimpl, option
 
+# `dcmpipe dcm2json` needs no other plugin: the host imports only this module for it (fast start-up)
+FAST_COMMANDS = ("dcm2json",)
+
 DESCRIPTION = "Convert DICOM file and data set to JSON"
 TOOL_VERSION = "dcmpipe dcm2json (DCMTK dcm2json 3.7.0 command line)"
 
@@ -40,6 +43,8 @@ class Dcm2jsonOptions:
     bulk_dir: Path | None = option(None, help="folder for bulk data files (+bd); default: beside each JSON file")
     bulk_subdir: bool = option(False, help="one bulk data subfolder per SOP Instance UID (+bs)")
     extension: str = option(".json", help="file name extension of the JSON files")
+    fsync_each: bool = option(False, help="flush every JSON file to disk as it is written (slow); default: "
+                              "once, when the step's process finishes")
 
     def __post_init__(self):
         if self.bulk_size < 0:
@@ -69,6 +74,16 @@ class Dcm2json(Exporter):
     Options = Dcm2jsonOptions
     tags = ()
     parallel = True
+
+    def __init__(self, options, context):
+        super().__init__(options, context)
+        self.unsynced = False
+
+    def close(self) -> None:
+        # JSON files are derived data: one flush at the end costs far less than one fsync per file
+        if self.unsynced:
+            os.sync()
+            self.unsynced = False
 
     def _target(self, item, destination) -> Path:
         ext = self.options.extension
@@ -106,7 +121,8 @@ class Dcm2json(Exporter):
             text, _bulk = to_json(parsed, json_options(self.options, bulk_dir))
         except ConvertError as exc:
             raise ValueError(str(exc)) from None
-        write_atomic(target, text.encode("utf-8", "surrogateescape"))
+        write_atomic(target, text.encode("utf-8", "surrogateescape"), fsync=self.options.fsync_each)
+        self.unsynced = not self.options.fsync_each
         return [target]
 
 
@@ -120,7 +136,8 @@ def dcmpipe_exporters():
 
 def convert(argv: list[str]) -> int:
     """Run ``dcm2json`` with DCMTK's arguments; returns the exit code."""
-    from ._dcm2json_cli import UsageError, dcm2json_groups, expand_command_files, help_text, parse_args, replace_atomic
+    from ._dcm2json_cli import (UsageError, arguments_line, dcm2json_groups, expand_command_files, help_text,
+                                parse_args, replace_atomic)
     from ._dcm2json_write import EXIT_NO_INPUT, EXIT_READ, EXIT_SYNTAX, EXIT_WRITE
 
     log = logging.getLogger("dcmpipe.dcm2json")
@@ -145,8 +162,7 @@ def convert(argv: list[str]) -> int:
         click.echo(f"{TOOL_VERSION}, dcmpipe {__version__}")
         return 0
     if "--arguments" in names:
-        click.echo(f"I: calling 'dcm2json' with {len(args)} arguments: " + " ".join(f"'{a}'" for a in args) + " ",
-                   err=True)
+        click.echo(arguments_line("dcm2json", args, groups), err=True)
     try:
         setup = _settings(options)
     except UsageError as exc:

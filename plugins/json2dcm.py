@@ -23,6 +23,9 @@ import click
 
 from dcmpipe import Exporter, Item, Reader, hookimpl, option
 
+# `dcmpipe json2dcm` needs no other plugin: the host imports only this module for it (fast start-up)
+FAST_COMMANDS = ("json2dcm",)
+
 DESCRIPTION = "Convert JSON document to DICOM file or data set"
 SYNTAXES = {"same": None, "little": "1.2.840.10008.1.2.1", "big": "1.2.840.10008.1.2.2",
             "implicit": "1.2.840.10008.1.2", "deflated": "1.2.840.10008.1.2.1.99"}
@@ -193,7 +196,8 @@ exit codes: 0 ok, 1 command line, 20 cannot read input, 40 cannot write output,
 
 def convert(argv: list[str]) -> int:
     """Run ``json2dcm`` with DCMTK's arguments; returns the exit code."""
-    from ._dcm2json_cli import UsageError, expand_command_files, help_text, parse_args, replace_atomic
+    from ._dcm2json_cli import (UsageError, arguments_line, expand_command_files, help_text, parse_args,
+                                replace_atomic)
     from ._dcm2json_encode import (EXIT_SYNTAX, EXIT_WRITE, BulkLoader, EncodeError, encode, load_json,
                                    read_json_file)
 
@@ -218,8 +222,7 @@ def convert(argv: list[str]) -> int:
         click.echo(f"dcmpipe json2dcm (DCMTK json2dcm 3.7.0 command line), dcmpipe {__version__}")
         return 0
     if "--arguments" in names:
-        click.echo(f"I: calling 'json2dcm' with {len(args)} arguments: " + " ".join(f"'{a}'" for a in args) + " ",
-                   err=True)
+        click.echo(arguments_line("json2dcm", args, groups), err=True)
     s = dict(read_meta=True, new_uids=False, overwrite=False, ignore_bulk=False, dirs=[], select=None,
              write_file=True, ts=None, ignore_errors=False, undefined=False, replace_charset=False, level=6)
     level = logging.WARNING
