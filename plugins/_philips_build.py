@@ -545,7 +545,6 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
         (before if element.tag < 0x52009230 else after).add(element)
     head.write(_encode(before))
 
-    record_of_classic = {k: v for k, v in dyn1.items()}
     notes = {"frames": nframes, "cloned": nframes - per_dynamic, "estimated_fp": 0, "label_dims": asl}
 
     def items():
@@ -556,7 +555,7 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
             key = _key_of_record(r)
             path, ds = by_key[key]
             template = templates[key]
-            first_record = record_of_classic[key]
+            first_record = dyn1[key]
             dyn = r["dynamic"]
             values = template.base.copy()
             # Private enumerated dimensions: Philips writes the 0-based code; --strict a 1-based rank.

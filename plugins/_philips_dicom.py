@@ -6,6 +6,7 @@ every value: ../shared/philips/SPEC.md sections 1.2, 1.3 and 1.5.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -348,9 +349,6 @@ def frame_records(ds, where) -> list[dict]:
 def _round(value) -> int:
     number = _num(value)
     return int(math.floor(number + 0.5))
-
-
-import math  # noqa: E402  (used by _round; kept beside it)
 
 
 def par_order(ds, records: list[dict]) -> list[dict]:

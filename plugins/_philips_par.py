@@ -298,7 +298,7 @@ def parse_par(text: str, name: str = "PAR") -> ParFile:
             if sep:
                 general[key.strip()] = value.strip()
             continue
-        if image_part and stripped[0].isdigit() or (image_part and stripped[0] == "-"):
+        if image_part and (stripped[0].isdigit() or stripped[0] == "-"):
             rows.append(stripped.split())
     if version is None:
         raise ParError(f"{name}: not a PAR file (no 'image export tool' version line)")
@@ -306,21 +306,14 @@ def parse_par(text: str, name: str = "PAR") -> ParFile:
         version = "4.2" if version.startswith("4.2") else "4.1" if version.startswith("4.1") else "4"
     if not rows:
         raise ParError(f"{name}: no image lines")
-    ncols = N_COLUMNS[version]
-    width = _field_widths(version)
+    ncols = N_COLUMNS[version]  # one whitespace-separated field per column, never fixed widths
     records = []
     for number, row in enumerate(rows, 1):
-        if len(row) < sum(width[:ncols]):
-            raise ParError(f"{name}: image line {number} has {len(row)} fields, V{version} needs "
-                           f"{sum(width[:ncols])}")
+        if len(row) < ncols:
+            raise ParError(f"{name}: image line {number} has {len(row)} fields, V{version} needs {ncols}")
         records.append(_record_of(row, version))
     general_lower = {_norm_key(k): v for k, v in general.items()}
     return ParFile(version, general, records, dataset_name, general_lower)
-
-
-def _field_widths(version: str) -> list[int]:
-    # every column is one whitespace-separated field
-    return [1] * len(LINE_FORMAT)
 
 
 def _enum(table):
