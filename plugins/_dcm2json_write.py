@@ -711,7 +711,7 @@ def normalize_decimal(value: str) -> str:
     stripped = value.lstrip("0")
     if not stripped:
         value = "0"
-    elif stripped[0] == ".":
+    elif stripped[0] in ".eE":  # DCMTK writes "0E0" as "E0", which is not JSON: keep a digit
         value = "0" + stripped
     else:
         value = stripped

@@ -14,7 +14,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from _dcm2json_helpers import DCMTK, needs_dcmtk, to_json_text  # noqa: E402
 
-SETTINGS = settings(max_examples=150, deadline=None, database=None)
+SETTINGS = settings(max_examples=int(__import__("os").environ.get("D2J_EXAMPLES", "150")), deadline=None, database=None)
 BASE = {"00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.7"]},
         "00080018": {"vr": "UI", "Value": ["1.2.3.4"]}}
 
