@@ -308,6 +308,13 @@ def _configure_logging(setup: dict, log: logging.Logger) -> None:
             logging_config.fileConfig(setup["log_config"], disable_existing_loggers=False)
         except Exception as exc:  # a bad configuration file: say so, keep the default
             click.echo(f"dcm2json: warning: cannot use log config {setup['log_config']}: {exc}", err=True)
+            return
+        host = logging.getLogger("dcmpipe")
+        if all(type(h).__name__ == "_Handler" for h in host.handlers):
+            # the file configures the root logger: let our messages reach it instead of the console
+            host.handlers.clear()
+            host.propagate = True
+            host.setLevel(logging.NOTSET)
         return
     logger = logging.getLogger("dcmpipe")
     logger.setLevel(setup["level"])

@@ -365,3 +365,18 @@ def test_folder_as_input_runs_the_recipe(tmp_path):
     result = run_cli("dcm2json", "-fc", src, tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "a.dcm.json").read_bytes() == ours(src / "a.dcm", "-fc", tmp_path=tmp_path)[1]
+
+
+def test_quiet_and_a_python_log_config(tmp_path):
+    missing = tmp_path / "missing.dcm"
+    quiet = run_cli("dcm2json", "-q", missing)
+    assert quiet.returncode == 20 and quiet.stderr == ""  # -q: no warnings and errors, as DCMTK
+    log = tmp_path / "log.txt"
+    (tmp_path / "log.cfg").write_text(
+        "[loggers]\nkeys=root\n[handlers]\nkeys=f\n[formatters]\nkeys=p\n"
+        "[logger_root]\nlevel=INFO\nhandlers=f\n"
+        f"[handler_f]\nclass=FileHandler\nargs=({str(log)!r},)\nformatter=p\n"
+        "[formatter_p]\nformat=%(levelname)s %(message)s\n")
+    configured = run_cli("dcm2json", "-lc", tmp_path / "log.cfg", missing)
+    assert configured.returncode == 20 and configured.stderr == ""
+    assert log.read_text().startswith("ERROR dcm2json: error (No such file or directory) reading file:")
