@@ -188,7 +188,10 @@ def convert(argv: list[str]) -> int:
         log.error("dcm2json: error (%s) reading file: %s", exc.strerror or exc, source)
         return EXIT_READ
     try:
+        log.info("reading DICOM file: %s", source)
         parsed = parse(data, setup["read_mode"], setup["forced"], setup["detect"])
+        log.info("%s, transfer syntax %s, %d elements", "file format" if parsed.has_meta else "data set",
+                 parsed.transfer_syntax, len(parsed.dataset))
     except ParseError as exc:
         log.error("dcm2json: error (%s) reading file: %s", exc, source)
         return EXIT_READ
@@ -203,6 +206,7 @@ def convert(argv: list[str]) -> int:
         log.error("dcm2json: cannot create bulk data folder %s: %s", bulk_dir, exc.strerror or exc)
         return EXIT_WRITE
     payload = text.encode("utf-8", "surrogateescape")
+    log.info("writing %d bytes of JSON to %s", len(payload), "standard output" if target in (None, "-") else target)
     if target is None or target == "-":
         try:
             sys.stdout.buffer.write(payload)
