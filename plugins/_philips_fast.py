@@ -84,6 +84,156 @@ def _shared_value(shared, tag: int):
     return None
 
 
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_DELIMITERS = {b"\xfe\xff\x00\xe0", b"\xfe\xff\x0d\xe0", b"\xfe\xff\xdd\xe0"}
+
+
+def _layout(region: bytes, at: int, end: int):
+    """The element headers of one frame item from ``at``, in byte order, walked in Python.
+
+    A list of (offset from the item start, tag bytes + VR, header size, length position, length
+    bytes, depth, is an element); None when the item holds something the vectorised walk cannot follow
+    (an undefined-length value other than a sequence or item, odd offsets).
+    """
+    steps = []
+    depth = 0
+    start = at
+    ends = []  # the end offsets of defined-length items and sequences still open
+    while True:
+        while ends and at >= ends[-1]:
+            ends.pop()
+            depth -= 1
+        if depth == 0 and steps:
+            return steps, at
+        if at + 8 > end or at & 1:
+            return None
+        tag = region[at:at + 4]
+        if tag in _DELIMITERS:
+            length = struct.unpack_from("<I", region, at + 4)[0]
+            steps.append((at - start, tag, 8, None, 0, depth, False))
+            at += 8
+            if tag == b"\xfe\xff\x00\xe0":  # an item: its contents follow
+                depth += 1
+                if length != 0xFFFFFFFF:
+                    ends.append(at + length)
+            else:
+                depth -= 1
+                if depth < 0:
+                    return None
+            continue
+        vr = region[at + 4:at + 6]
+        if vr in _LONG_VRS:
+            length = struct.unpack_from("<I", region, at + 8)[0]
+            steps.append((at - start, tag + vr, 12, 8, 4, depth, vr != b"SQ"))
+            at += 12
+            if vr == b"SQ":
+                depth += 1
+                if length != 0xFFFFFFFF:
+                    ends.append(at + length)
+                continue
+            if length == 0xFFFFFFFF:
+                return None
+            at += length
+        else:
+            length = struct.unpack_from("<H", region, at + 6)[0]
+            steps.append((at - start, tag + vr, 8, 6, 2, depth, True))
+            at += 8 + length
+
+
+def _walk_columns(region, octets, words, starts, frame0, p0, private_seq, shared, vr_in):
+    """The value columns found by walking every frame item at once, step by step of frame 1's layout.
+
+    Frame items of a file written by one program have the same elements in the same order; only the
+    value lengths differ.  So the position of element k in every frame is that of element k - 1 plus
+    its header and length, one numpy operation over all frames per element, and each element's tag and
+    VR is checked in every frame.  None when any frame differs (the caller uses the search path).
+    """
+    import numpy as np
+
+    nframes = len(starts)
+    walked = _layout(region, starts[0], len(region))
+    if walked is None:
+        return None
+    steps, _ = walked
+    split = struct.pack("<HH", private_seq >> 16, private_seq & 0xFFFF) + b"SQ"
+    split_at = next((k for k, step in enumerate(steps) if step[1] == split and step[5] == 1), None)
+    if split_at is None:
+        return None
+    wanted = {}  # step number -> [(name, vr)]
+    plan = []
+    for name, tag in PUBLIC.items():
+        vr = vr_in(frame0, tag)
+        plan.append((name, tag, vr if vr != "SQ" else None, False))
+    for name, spec in PRIVATE.items():
+        tag = spec if isinstance(spec, int) else private_tag(p0, *spec)
+        plan.append((name, tag, p0[tag].VR if tag is not None and tag in p0 else None, True))
+    columns = {}
+    for name, tag, vr, private_part in plan:
+        if vr is None:
+            columns[name] = [_shared_value(shared, tag) if not private_part else None] * nframes
+            continue
+        key = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
+        found = [k for k, step in enumerate(steps) if step[1] == key and step[6]
+                 and (k >= split_at if private_part else k < split_at)]
+        if not found:
+            columns[name] = [None] * nframes
+            continue
+        wanted.setdefault(found[0], []).append((name, vr))
+    pos = np.asarray(starts, dtype=np.int64)
+    if np.any(pos & 1):
+        return None
+    half = words
+    expected_words = {}
+    for k, (offset, head, size, length_at, length_bytes, depth, is_value) in enumerate(steps):
+        index = pos >> 1
+        want = expected_words.get(head)
+        if want is None:
+            want = expected_words[head] = np.frombuffer(head, dtype="<u2")
+        for w in range(len(want)):
+            if not np.all(half[index + w] == want[w]):
+                return None
+        if length_at is None:
+            lengths = 0
+        elif length_bytes == 2:
+            lengths = half[index + 3].astype(np.int64)
+        else:
+            lengths = half[index + 4].astype(np.int64) | (half[index + 5].astype(np.int64) << 16)
+        if k in wanted:
+            for name, vr in wanted[k]:
+                columns[name] = _values(region, octets, pos + size, lengths, vr)
+        if head[4:] == b"SQ":
+            pos = pos + size  # step into the sequence
+        else:
+            pos = pos + size + lengths
+        if np.any(pos & 1):
+            return None
+    # Every frame item must end where the next one starts.
+    if nframes > 1 and not np.array_equal(pos[:-1], np.asarray(starts[1:], dtype=np.int64)):
+        return None
+    return columns
+
+
+def _values(region, octets, at, lengths, vr: str) -> list:
+    """Decoded values of one element in every frame (``at``: value offsets, ``lengths``: value lengths)."""
+    import numpy as np
+
+    nframes = len(at)
+    if nframes and np.all(lengths == lengths[0]):
+        width = int(lengths[0])
+        if width == 0:
+            return [_decode(vr, b"")] * nframes
+        picked = octets[at[:, None] + np.arange(width)]
+        if np.array_equal(picked, np.broadcast_to(picked[0], picked.shape)):  # the same in every frame
+            return [_decode(vr, picked[0].tobytes())] * nframes
+        keys = picked.view(f"<u{width}").reshape(-1) if width in (1, 2, 4, 8) else picked.view(f"V{width}").reshape(-1)
+        unique, inverse = np.unique(keys, return_inverse=True)
+        decoded = [_decode(vr, u.tobytes()) for u in unique]
+        return list(map(decoded.__getitem__, inverse.reshape(-1).tolist()))
+    raws = [region[a:a + n] for a, n in zip(at.tolist(), lengths.tolist())]
+    memo = {raw: _decode(vr, raw) for raw in set(raws)}
+    return [memo[raw] for raw in raws]
+
+
 def read_fast(path, nframes_hint: int | None = None):
     """(top-level data set, per-frame value columns {name: [value per frame]}, pixel data offset), or None."""
     from pydicom import dcmread
@@ -156,15 +306,16 @@ def read_fast(path, nframes_hint: int | None = None):
     # search, assigned to its frame (public part: before the frame's 140F item; private: inside it).
     import numpy as np
 
+    words = np.frombuffer(region, dtype="<u2", count=len(region) // 2)
+    octets = np.frombuffer(region, dtype=np.uint8)
+    walked = _walk_columns(region, octets, words, starts[:nframes], frame0, p0, private_seq, shared, vr_in)
+    if walked is not None:
+        return head, walked, pixel_at + 12
     lows = np.fromiter((lo for lo, hi in bounds), dtype=np.int64, count=nframes)
     splits = np.fromiter((m.start() for m in re.finditer(re.escape(split), region)), dtype=np.int64)
     if len(splits) != nframes or np.any(np.searchsorted(lows, splits, "right") - 1 != np.arange(nframes)):
         return None
     columns = {}
-    # Elements start at even offsets: look for tags in the sequence viewed as 16-bit words, one
-    # vectorised pass per group, then keep the words followed by the element number and the VR.
-    words = np.frombuffer(region, dtype="<u2", count=len(region) // 2)
-    octets = np.frombuffer(region, dtype=np.uint8)
     by_group = {}
 
     def column(tag: int, vr: str, private_part: bool):

@@ -182,3 +182,21 @@ def test_fast_reader_gives_the_pydicom_records():
         ds = dicom.read_header(path)
         assert fast.records_from_values(head, values, path) == dicom.frame_records(ds, path), path
         assert offset == dicom.pixel_data_offset(path, dicom.frame_bytes(ds) * int(ds.NumberOfFrames))
+
+
+def test_walk_and_search_paths_agree(monkeypatch):
+    """The vectorised walk over same-layout frame items and the tag search find the same values."""
+    from dcmpipe.plugins import _philips_fast as fast
+
+    files = [PHILIPS / "T2_.dcm"] + [BALLS / "DICOM" / f"{n}.dcm" for n in PAIRS if (BALLS / "DICOM" / f"{n}.dcm").exists()]
+    original = fast._walk_columns
+    walked = []
+    monkeypatch.setattr(fast, "_walk_columns", lambda *args: walked.append(original(*args)) or walked[-1])
+    for path in files:
+        walked.clear()
+        by_walk = fast.read_fast(path)[1]
+        if path.name == "T2_.dcm":
+            assert walked and walked[0] is not None, "the walk should handle a plain Philips file"
+        monkeypatch.setattr(fast, "_walk_columns", lambda *args: None)  # the tag search
+        assert fast.read_fast(path)[1] == by_walk, path
+        monkeypatch.setattr(fast, "_walk_columns", lambda *args: walked.append(original(*args)) or walked[-1])
