@@ -351,21 +351,6 @@ def _round(value) -> int:
     return int(math.floor(number + 0.5))
 
 
-def par_order(ds, records: list[dict]) -> list[dict]:
-    """The records in the console's row order, ``index`` renumbered to the row (SPEC 1.6).
-
-    Sorts in place (no copies: large files have tens of thousands of records); each record keeps
-    its frame number in ``frame``.
-    """
-    mode3d = str(pget(ds, MR001, 0x6F, "")).strip().upper() == "3D"
-    for record in records:
-        record["frame"] = record["index"]
-    records.sort(key=lambda r: par.row_sort_key(mode3d, r))
-    for row, record in enumerate(records):
-        record["index"] = row
-    return records
-
-
 # -- pixel data without pydicom: the frames' bytes where they lie in the file ---------
 
 
@@ -462,6 +447,13 @@ def rec_chunks(path: Path, offset: int, size: int, order: list[int], chunk_bytes
 
 def load(path: Path):
     """(header data set, frame records in frame order, pixel data offset) of a Philips Enhanced MR file."""
+    ds, columns, offset = load_columns(path)
+    names = list(columns)
+    return ds, [dict(zip(names, row)) for row in zip(*columns.values())], offset
+
+
+def load_columns(path: Path):
+    """(header data set, PAR columns {name: [value per frame]}, pixel data offset) of a Philips Enhanced MR file."""
     from . import _philips_fast as fast
 
     path = Path(path)
@@ -475,9 +467,9 @@ def load(path: Path):
         ds, values, offset = quick
         del quick
         check_philips_enhanced_top(ds, path)
-        records = fast.records_from_values(ds, values, path)
-        del values  # the columns are no longer needed: keep the peak low
-        return ds, records, offset
+        columns = fast.columns_from_values(ds, values, path)
+        del values  # the raw columns are no longer needed: keep the peak low
+        return ds, columns, offset
     ds = read_header(path)
     check_philips_enhanced(ds, path)
     records = frame_records(ds, path)
@@ -486,7 +478,8 @@ def load(path: Path):
         raise PhilipsError(f"{path}: Number of Frames {nframes} but {len(records)} per-frame items")
     syntax = str(ds.file_meta.TransferSyntaxUID)
     offset = pixel_data_offset(path, frame_bytes(ds) * nframes, explicit=syntax != "1.2.840.10008.1.2")
-    return ds, records, offset
+    columns = {name: [r[name] for r in records] for name in par.COLUMNS}
+    return ds, columns, offset
 
 
 def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4.2") -> list[Path]:
@@ -494,14 +487,25 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     from dcmpipe.safefile import TargetExistsError, write_atomic
 
     path = Path(path)
-    ds, records, offset = load(path)
+    ds, columns, offset = load_columns(path)
     stem = stem or path.stem
     par_path, rec_path = Path(outdir) / f"{stem}.PAR", Path(outdir) / f"{stem}.REC"
-    records = par_order(ds, records)
-    text = par.format_par(general_info(ds), records, version, dataset_name=str(Path(outdir) / stem))
+    if version not in par.VERSIONS:
+        raise ValueError(f"PAR version must be one of {', '.join(par.VERSIONS)}, not {version!r}")
+    # Lines formatted in frame order (the index column = the row each frame goes to), then put in row order.
+    order = par.row_order(str(pget(ds, MR001, 0x6F, "")).strip().upper() == "3D", columns)
+    rows = [0] * len(order)
+    for row, frame in enumerate(order):
+        rows[frame] = row
+    columns["index"] = rows
+    lines = par.image_lines(columns, version)
+    del columns
+    text = par.par_text(general_info(ds), [lines[frame] for frame in order], version,
+                        dataset_name=str(Path(outdir) / stem))
+    del lines
     # Refuse before writing anything when a different PAR is in the way.
     if par_path.exists() and par_path.read_bytes() != text:
         raise TargetExistsError(par_path)
-    _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), [r["frame"] for r in records]))
+    _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order))
     write_atomic(par_path, text)
     return [par_path, rec_path]

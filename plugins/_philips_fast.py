@@ -363,8 +363,8 @@ def read_fast(path, nframes_hint: int | None = None):
     return head, columns, pixel_at + 12
 
 
-def records_from_values(ds, values: dict, where) -> list[dict]:
-    """PAR image records from the per-frame values of ``read_fast`` (same rules as frame_records)."""
+def columns_from_values(ds, values: dict, where) -> dict:
+    """PAR image columns {name: [value per frame]} from the values of ``read_fast`` (frame_records' rules)."""
     from ._philips_dicom import PhilipsError, _code, _round, pget
 
     stacks = list(pget(ds, DD001, 0x5F) or [])
@@ -439,39 +439,52 @@ def records_from_values(ds, values: dict, where) -> list[dict]:
     between = merged("between", "p_between", default=top_between)
     stack_ids = merged("stack_id", default="1")
     unknown = par.CONTRASTS.index("UNKNOWN")
-    names = list(col)
-    records = []
-    for number in range(nframes):
-        ipp, iop = values["ipp"][number], values["iop"][number]
-        if spacing[number] is None or ipp is None or iop is None:
+    # Geometry per frame: few distinct (position, orientation, spacing, stack) combinations, each computed once.
+    geometry = {}
+    centres, spacings_x, spacings_y, stacks_of = [], [], [], []
+    for number, (ipp, iop, pixel, stack_id) in enumerate(zip(values["ipp"], values["iop"], spacing, stack_ids)):
+        if pixel is None or ipp is None or iop is None:
             raise PhilipsError(f"{where}: frame {number + 1} has no Pixel Spacing or Plane Position/Orientation")
-        try:
-            stack = stack_values[int(str(stack_ids[number]).strip()) - 1]
-        except (ValueError, IndexError):
-            stack = stack_values[0]
-        row_spacing, col_spacing = float(spacing[number][0]), float(spacing[number][1])
-        p = [float(x) for x in ipp]
-        o = [float(x) for x in iop]
-        half_x, half_y = col_spacing * (columns - 1) / 2, row_spacing * (rows - 1) / 2
-        centre = [p[k] + o[k] * half_x + o[3 + k] * half_y for k in range(3)]
-        record = {name: col[name][number] for name in names}
-        record.update({
-            "type": types[number], "sequence": sequences[number], "index": number, "bits": bits,
-            "recon_x": columns, "recon_y": rows,
-            "angulation_ap": stack["angulation_ap"], "angulation_fh": stack["angulation_fh"],
-            "angulation_rl": stack["angulation_rl"],
-            "offcentre_ap": centre[1], "offcentre_fh": centre[2], "offcentre_rl": centre[0],
-            "thickness": thickness[number],
-            "gap": (_num(between[number]) - thickness[number]) if between[number] is not None else 0.0,
-            "display_orientation": par.DISPLAY.index(displays[number]) if displays[number] in par.DISPLAY else 0,
-            "slice_orientation": stack["slice_orientation"],
-            "ed_es": par.ED_ES.get(ed_es[number], 2),
-            "spacing_x": col_spacing, "spacing_y": row_spacing,
-            "contrast": par.CONTRASTS.index(contrasts[number]) if contrasts[number] in par.CONTRASTS else unknown,
-            "anisotropy": par.ANISOTROPY.get(anisotropy[number], 0),
-            "label": 2 if labels[number] == "LABEL" else 1,
-        })
-        records.append({key: record[key] for key in par.COLUMNS})
-    return records
+        key = (tuple(ipp) if isinstance(ipp, list) else ipp, tuple(iop) if isinstance(iop, list) else iop,
+               tuple(pixel) if isinstance(pixel, list) else pixel, stack_id)
+        known = geometry.get(key)
+        if known is None:
+            try:
+                stack = stack_values[int(str(stack_id).strip()) - 1]
+            except (ValueError, IndexError):
+                stack = stack_values[0]
+            row_spacing, col_spacing = float(pixel[0]), float(pixel[1])
+            p = [float(x) for x in ipp]
+            o = [float(x) for x in iop]
+            half_x, half_y = col_spacing * (columns - 1) / 2, row_spacing * (rows - 1) / 2
+            known = geometry[key] = ([p[k] + o[k] * half_x + o[3 + k] * half_y for k in range(3)],
+                                     col_spacing, row_spacing, stack)
+        centres.append(known[0])
+        spacings_x.append(known[1])
+        spacings_y.append(known[2])
+        stacks_of.append(known[3])
+    col.update({
+        "type": types, "sequence": sequences, "index": list(range(nframes)), "bits": [bits] * nframes,
+        "recon_x": [columns] * nframes, "recon_y": [rows] * nframes,
+        "angulation_ap": [s["angulation_ap"] for s in stacks_of], "angulation_fh": [s["angulation_fh"] for s in stacks_of],
+        "angulation_rl": [s["angulation_rl"] for s in stacks_of],
+        "offcentre_ap": [c[1] for c in centres], "offcentre_fh": [c[2] for c in centres],
+        "offcentre_rl": [c[0] for c in centres],
+        "thickness": thickness,
+        "gap": convert(list(zip(between, thickness)), lambda bt: (_num(bt[0]) - bt[1]) if bt[0] is not None else 0.0),
+        "display_orientation": [par.DISPLAY.index(x) if x in par.DISPLAY else 0 for x in displays],
+        "slice_orientation": [s["slice_orientation"] for s in stacks_of],
+        "ed_es": [par.ED_ES.get(x, 2) for x in ed_es],
+        "spacing_x": spacings_x, "spacing_y": spacings_y,
+        "contrast": [par.CONTRASTS.index(x) if x in par.CONTRASTS else unknown for x in contrasts],
+        "anisotropy": [par.ANISOTROPY.get(x, 0) for x in anisotropy],
+        "label": [2 if x == "LABEL" else 1 for x in labels],
+    })
+    return {name: col[name] for name in par.COLUMNS}
 
 
+def records_from_values(ds, values: dict, where) -> list[dict]:
+    """PAR image records (dicts, frame order) from the per-frame values of ``read_fast``."""
+    columns = columns_from_values(ds, values, where)
+    names = list(columns)
+    return [dict(zip(names, row)) for row in zip(*columns.values())]

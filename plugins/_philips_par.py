@@ -217,23 +217,72 @@ def format_par(general: dict, records: list[dict], version: str = "4.2", dataset
     """The whole PAR file (latin-1, CRLF) for ``general`` values and ordered image ``records``."""
     if version not in VERSIONS:
         raise ValueError(f"PAR version must be one of {', '.join(VERSIONS)}, not {version!r}")
-    lines = HEAD.format(name=dataset_name, version=version).split("\n")
+    names = [name for name, *formats in LINE_FORMAT if formats[_FORMAT_INDEX[version]] is not None]
+    columns = {name: [r[name] for r in records] for name in names}
+    return par_text(general, image_lines(columns, version), version, dataset_name)
+
+
+def par_text(general: dict, lines: list[str], version: str = "4.2", dataset_name: str = "") -> bytes:
+    """The whole PAR file (latin-1, CRLF) for ``general`` values and the image ``lines`` in row order."""
+    if version not in VERSIONS:
+        raise ValueError(f"PAR version must be one of {', '.join(VERSIONS)}, not {version!r}")
+    head = HEAD.format(name=dataset_name, version=version).split("\n")
     for key in GENERAL_KEYS[:N_GENERAL[version]]:
-        lines.append(general_line(key, general[key]))
-    lines += PIXEL_VALUES.split("\n")
+        head.append(general_line(key, general[key]))
+    head += PIXEL_VALUES.split("\n")
     for description, kind in DEFINITIONS[:N_DEFINITIONS[version]]:
-        lines.append("#  " + description.ljust(40) + " (" + kind + ")")
-    lines += ["#", IMAGE_BANNER]
+        head.append("#  " + description.ljust(40) + " (" + kind + ")")
+    head += ["#", IMAGE_BANNER]
     header = COLUMN_HEADER
     if version in ("4.1", "4.2"):
         header += COLUMN_HEADER_41
     if version == "4.2":
         header += COLUMN_HEADER_42
-    lines += [header, ""]
-    fmt = line_formatter(version)
-    lines += [fmt(r) for r in records]
-    lines += ["", END_BANNER, ""]
-    return CRLF.join(lines).encode("latin-1", errors="replace")
+    head += [header, ""]
+    return CRLF.join(head + lines + ["", END_BANNER, ""]).encode("latin-1", errors="replace")
+
+
+def _formatted(piece: str, values: list, e3: bool) -> list[str]:
+    """``piece % value`` for every value, each distinct value formatted once."""
+    convert = (lambda v: piece % _e3(v)) if e3 else piece.__mod__
+    try:
+        distinct = set(values)
+    except TypeError:  # unhashable values: one by one
+        return [convert(v) for v in values]
+    # -0.0 equals 0.0 (and NaN differs from itself): such columns are formatted one value at a time.
+    if any(v != v or (v == 0 and isinstance(v, float) and math.copysign(1.0, v) < 0) for v in distinct) \
+            or (0.0 in distinct and any(isinstance(v, float) and v == 0 and math.copysign(1.0, v) < 0 for v in values)):
+        return [convert(v) for v in values]
+    memo = {v: convert(v) for v in distinct}
+    return list(map(memo.__getitem__, values))
+
+
+def image_lines(columns: dict, version: str) -> list[str]:
+    """One PAR image line per row of ``columns`` ({name: [value per row]}), formatted column by column.
+
+    The same text as one ``%`` per line (``%d`` truncates floats as the console does): each field is
+    formatted on its own, each distinct value of a column once, and the fields of a row joined.
+    """
+    fields = []
+    for name, *formats in LINE_FORMAT:
+        fmt = formats[_FORMAT_INDEX[version]]
+        if fmt is None:
+            continue
+        e3 = fmt.endswith("E3")
+        fields.append(_formatted(fmt[:-3] + "%s" if e3 else fmt, columns[name], e3))
+    return list(map("".join, zip(*fields)))
+
+
+def row_order(mode3d: bool, columns: dict) -> list[int]:
+    """The row numbers of the console's order (SPEC 1.6): frames sorted by ``row_sort_key``, stably."""
+    ranks = [TYPE_RANK.get(t, 4 + t) for t in columns["type"]]
+    if mode3d:
+        names = ("dynamic", "slice", "label", "phase", "gradient_number", "b_number", "echo")
+        keys = list(zip(*(columns[n] for n in names), ranks, columns["sequence"]))
+    else:
+        names = ("dynamic", "phase", "label", "gradient_number", "b_number", "echo")
+        keys = list(zip(*(columns[n] for n in names), ranks, columns["sequence"], columns["slice"]))
+    return sorted(range(len(keys)), key=keys.__getitem__)
 
 
 # -- reading PAR (SPEC 1.7: tolerant) -------------------------------------------

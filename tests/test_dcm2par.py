@@ -200,3 +200,24 @@ def test_walk_and_search_paths_agree(monkeypatch):
         monkeypatch.setattr(fast, "_walk_columns", lambda *args: None)  # the tag search
         assert fast.read_fast(path)[1] == by_walk, path
         monkeypatch.setattr(fast, "_walk_columns", lambda *args: walked.append(original(*args)) or walked[-1])
+
+
+def test_bulk_formatting_and_order_equal_the_line_by_line_rules():
+    """PAR lines formatted column by column, and the row order, equal one ``%`` per record and the sort key."""
+    from dcmpipe.plugins import _philips_dicom as dicom
+    from dcmpipe.plugins import _philips_par as par
+
+    files = [PHILIPS / "T2_.dcm"] + [BALLS / "DICOM" / f"{n}.dcm" for n in PAIRS if (BALLS / "DICOM" / f"{n}.dcm").exists()]
+    for path in files:
+        ds, records, _ = dicom.load(path)
+        # Signed zeros and NaN must not be merged with 0.0 by the per-value memo.
+        records[0]["offcentre_ap"], records[-1]["offcentre_ap"] = -0.0, 0.0
+        records[0]["diffusion_fh"] = float("nan")
+        for version in par.VERSIONS:
+            names = [n for n, *f in par.LINE_FORMAT if f[par._FORMAT_INDEX[version]] is not None]
+            columns = {n: [r[n] for r in records] for n in names}
+            assert par.image_lines(columns, version) == list(map(par.line_formatter(version), records)), path
+        mode3d = str(dicom.pget(ds, dicom.MR001, 0x6F, "")).strip().upper() == "3D"
+        columns = {n: [r[n] for r in records] for n in par.COLUMNS}
+        expected = sorted(range(len(records)), key=lambda i: par.row_sort_key(mode3d, records[i]))
+        assert par.row_order(mode3d, columns) == expected, path
