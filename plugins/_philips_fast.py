@@ -380,24 +380,17 @@ def columns_from_values(ds, values: dict, where) -> dict:
 
     def merged(*names, default=None):
         """Per frame, the first of the named columns with a value, else ``default``."""
-        out = list(values[names[0]])
+        out = values[names[0]]
         for name in names[1:]:
-            other = values[name]
-            out = [a if a not in (None, "") else b for a, b in zip(out, other)]
-        return [default if a in (None, "") else a for a in out]
+            if None not in out and "" not in out:
+                return out
+            out = [a if a is not None and a != "" else b for a, b in zip(out, values[name])]
+        if None not in out and "" not in out:
+            return out
+        return [default if a is None or a == "" else a for a in out]
 
     def convert(items, function):
-        memo = {}
-        out = []
-        for x in items:
-            try:
-                value = memo[x]
-            except KeyError:
-                value = memo[x] = function(x)
-            except TypeError:  # a list: not hashable
-                value = function(x)
-            out.append(value)
-        return out
+        return par.map_distinct(function, items)
 
     def ints(*names, default):
         return convert(merged(*names, default=default), lambda x: int(_num(x)))
@@ -406,16 +399,16 @@ def columns_from_values(ds, values: dict, where) -> dict:
         return convert(merged(*names, default=default), lambda x: _num(x, fallback))
 
     def upper(*names, default):
-        return [str(x).strip().upper() for x in merged(*names, default=default)]
+        return convert(merged(*names, default=default), lambda x: str(x).strip().upper())
 
     col = {
         "slice": ints("slice", "in_stack", default=1), "echo": ints("echo", default=1),
         "dynamic": ints("dynamic", "temporal_index", default=1), "phase": ints("phase", default=1),
-        "scan_percentage": [int(_num(x, 100)) for x in merged("percent", default=top_percent)],
+        "scan_percentage": convert(merged("percent", default=top_percent), lambda x: int(_num(x, 100))),
         "rescale_intercept": floats("ri", "p_ri", default=0), "rescale_slope": floats("rs", "p_rs", default=1, fallback=1.0),
         "scale_slope": floats("ss", default=None, fallback=1.0),
-        "window_center": [_round(x) for x in merged("wc", "p_wc", default=0)],
-        "window_width": [_round(x) for x in merged("ww", "p_ww", default=0)],
+        "window_center": convert(merged("wc", "p_wc", default=0), _round),
+        "window_width": convert(merged("ww", "p_ww", default=0), _round),
         "fmri_status": ints("fmri", default=0), "echo_time": floats("te", "effective_te", default=0),
         "dyn_time": floats("dyn_time", default=0), "trigger_time": floats("trigger", "trigger_delay", default=0),
         "b_factor": floats("b_factor", "b_value", default=0), "averages": ints("averages", default=1),
@@ -426,9 +419,9 @@ def columns_from_values(ds, values: dict, where) -> dict:
         "diffusion_ap": floats("diff_ap", default=0), "diffusion_fh": floats("diff_fh", default=0),
         "diffusion_rl": floats("diff_rl", default=0),
     }
-    types = [_code(x, par.IMAGE_TYPES, "image type (2005,1011)", where) for x in merged("type", default="M")]
-    sequences = [_code(x, par.SEQUENCES, "scanning sequence (2005,106E)", where)
-                 for x in merged("sequence", default="UNSPECIFIED")]
+    types = convert(merged("type", default="M"), lambda x: _code(x, par.IMAGE_TYPES, "image type (2005,1011)", where))
+    sequences = convert(merged("sequence", default="UNSPECIFIED"),
+                        lambda x: _code(x, par.SEQUENCES, "scanning sequence (2005,106E)", where))
     contrasts = upper("contrast", default=top_contrast)
     displays = upper("display", default="NONE")
     ed_es = upper("ed_es", default="U")
@@ -472,13 +465,13 @@ def columns_from_values(ds, values: dict, where) -> dict:
         "offcentre_rl": [c[0] for c in centres],
         "thickness": thickness,
         "gap": convert(list(zip(between, thickness)), lambda bt: (_num(bt[0]) - bt[1]) if bt[0] is not None else 0.0),
-        "display_orientation": [par.DISPLAY.index(x) if x in par.DISPLAY else 0 for x in displays],
+        "display_orientation": convert(displays, lambda x: par.DISPLAY.index(x) if x in par.DISPLAY else 0),
         "slice_orientation": [s["slice_orientation"] for s in stacks_of],
-        "ed_es": [par.ED_ES.get(x, 2) for x in ed_es],
+        "ed_es": convert(ed_es, lambda x: par.ED_ES.get(x, 2)),
         "spacing_x": spacings_x, "spacing_y": spacings_y,
-        "contrast": [par.CONTRASTS.index(x) if x in par.CONTRASTS else unknown for x in contrasts],
-        "anisotropy": [par.ANISOTROPY.get(x, 0) for x in anisotropy],
-        "label": [2 if x == "LABEL" else 1 for x in labels],
+        "contrast": convert(contrasts, lambda x: par.CONTRASTS.index(x) if x in par.CONTRASTS else unknown),
+        "anisotropy": convert(anisotropy, lambda x: par.ANISOTROPY.get(x, 0)),
+        "label": convert(labels, lambda x: 2 if x == "LABEL" else 1),
     })
     return {name: col[name] for name in par.COLUMNS}
 

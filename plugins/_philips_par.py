@@ -242,19 +242,36 @@ def par_text(general: dict, lines: list[str], version: str = "4.2", dataset_name
     return CRLF.join(head + lines + ["", END_BANNER, ""]).encode("latin-1", errors="replace")
 
 
-def _formatted(piece: str, values: list, e3: bool) -> list[str]:
-    """``piece % value`` for every value, each distinct value formatted once."""
-    convert = (lambda v: piece % _e3(v)) if e3 else piece.__mod__
+def map_distinct(function, values: list) -> list:
+    """``[function(v) for v in values]``, calling ``function`` once per distinct value.
+
+    Values that are equal but not the same number (-0.0 and 0.0; NaN) are mapped one by one.
+    """
     try:
         distinct = set(values)
-    except TypeError:  # unhashable values: one by one
-        return [convert(v) for v in values]
-    # -0.0 equals 0.0 (and NaN differs from itself): such columns are formatted one value at a time.
-    if any(v != v or (v == 0 and isinstance(v, float) and math.copysign(1.0, v) < 0) for v in distinct) \
-            or (0.0 in distinct and any(isinstance(v, float) and v == 0 and math.copysign(1.0, v) < 0 for v in values)):
-        return [convert(v) for v in values]
-    memo = {v: convert(v) for v in distinct}
+    except TypeError:  # unhashable values (lists): one by one
+        return [function(v) for v in values]
+    if len(distinct) == len(values):
+        return [function(v) for v in values]
+    if (0 in distinct and _has_negative_zero(values)) or any(v != v for v in distinct):
+        return [function(v) for v in values]
+    memo = {v: function(v) for v in distinct}
     return list(map(memo.__getitem__, values))
+
+
+def _has_negative_zero(values: list) -> bool:
+    import numpy as np
+
+    try:
+        numbers = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        return True  # cannot tell: the caller maps one by one
+    return bool(np.any((numbers == 0) & np.signbit(numbers)))
+
+
+def _formatted(piece: str, values: list, e3: bool) -> list[str]:
+    """``piece % value`` for every value, each distinct value formatted once."""
+    return map_distinct((lambda v: piece % _e3(v)) if e3 else piece.__mod__, values)
 
 
 def image_lines(columns: dict, version: str) -> list[str]:
