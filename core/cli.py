@@ -49,6 +49,10 @@ Every tool is a plugin; a pipeline is a TOML recipe of plugin steps.
   dcmpipe plugins                  list plugins, their steps and options
   dcmpipe move -a -s incoming out  sort files like dcm_move
   dcmpipe demo                     sort a small generated scanner export
+  dcmpipe storescp --store in 104  receive from scanners (dcmpipe send, echo: the other way)
+  dcmpipe dcm2json +fc in.dcm      DICOM to JSON like DCMTK (json2dcm: the way back)
+  dcmpipe info *.dcm               the tags equal in all files, a table of those that differ
+  dcmpipe COMMAND --help           each tool's switches, with examples
 """)
 @click.version_option(__version__, "--version", prog_name="dcmpipe")
 @click.option("-q", "--quiet", is_flag=True, help="only errors")
