@@ -77,10 +77,15 @@ STRICT_DIFFS = """\
 """
 
 
-def _uid() -> str:
-    from pydicom.uid import generate_uid
+UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root, as pydicom.uid.generate_uid() uses it
+_UID_RANGE = 10 ** (64 - len(UID_ROOT))
 
-    return generate_uid()
+
+def _uid() -> str:
+    """A new random UID under ``UID_ROOT`` (as generate_uid() makes them, without its per-call checks)."""
+    import secrets
+
+    return f"{UID_ROOT}{secrets.randbelow(_UID_RANGE)}"[:64]
 
 
 def _ds_text(value: float) -> str:
@@ -124,16 +129,33 @@ _LENGTH = struct.Struct("<H")
 
 def _element(tag: int, vr: str, value) -> bytes:
     """One explicit VR little endian element (short-length VRs only)."""
+    return _encoder(tag, vr)(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoder(tag: int, vr: str):
+    """A function value -> the bytes of one explicit VR little endian element ``tag``, ``vr`` (short VRs)."""
+    head = _head(tag, vr)
     if vr in _BINARY:
-        if isinstance(value, (list, tuple)):
-            data = struct.pack("<%d%s" % (len(value), _BINARY[vr].format[-1]), *value)
-        else:
-            data = _BINARY[vr].pack(value)
-    else:
+        code = _BINARY[vr].format[-1]
+        single = struct.Struct("<4s2sH" + code)
+        width = _BINARY[vr].size
+
+        def binary(value):
+            if isinstance(value, (list, tuple)):
+                return head + _LENGTH.pack(width * len(value)) + struct.pack("<%d%s" % (len(value), code), *value)
+            return single.pack(head[:4], head[4:], width, value)
+
+        return binary
+    pad = _PAD.get(vr, b" ")
+
+    def text(value):
         data = str(value).encode("latin-1")
         if len(data) & 1:
-            data += _PAD.get(vr, b" ")
-    return _head(tag, vr) + _LENGTH.pack(len(data)) + data
+            data += pad
+        return head + _LENGTH.pack(len(data)) + data
+
+    return text
 
 
 def _encode(ds) -> bytes:
@@ -187,17 +209,14 @@ class _Template:
     def render(self, values: dict) -> bytes:
         """The item's bytes; values still the very objects of ``self.base`` reuse their encoding."""
         base = self.base
-        cache = self.__dict__.setdefault("encoded", {})
+        cache = self.__dict__.get("encoded")
+        if cache is None:
+            cache = self.encoded = {name: _element(tag, vr, base[name]) for name, tag, vr in self.order if name in base}
+            self.encoders = [(name, _encoder(tag, vr), piece) for (name, tag, vr), piece in zip(self.order, self.pieces[1:])]
         out = [self.pieces[0]]
-        for (name, tag, vr), piece in zip(self.order, self.pieces[1:]):
+        for name, encode, piece in self.encoders:
             value = values[name]
-            if value is base.get(name):
-                encoded = cache.get(name)
-                if encoded is None:
-                    encoded = cache[name] = _element(tag, vr, value)
-            else:
-                encoded = _element(tag, vr, value)
-            out.append(encoded)
+            out.append(cache[name] if name in base and value is base[name] else encode(value))
             out.append(piece)
         return b"".join(out)
 

@@ -373,11 +373,10 @@ def parse_par(text: str, name: str = "PAR") -> ParFile:
     if not rows:
         raise ParError(f"{name}: no image lines")
     ncols = N_COLUMNS[version]  # one whitespace-separated field per column, never fixed widths
-    records = []
     for number, row in enumerate(rows, 1):
         if len(row) < ncols:
             raise ParError(f"{name}: image line {number} has {len(row)} fields, V{version} needs {ncols}")
-        records.append(_record_of(row, version))
+    records = _records_of(rows, version)
     general_lower = {_norm_key(k): v for k, v in general.items()}
     return ParFile(version, general, records, dataset_name, general_lower)
 
@@ -400,6 +399,19 @@ def _int(text):
 
 _CONVERTERS = {version: [(name, _enum(_ENUMS[name]) if name in _ENUMS else _int if name in INT_COLUMNS else float)
                          for name in COLUMNS[:N_COLUMNS[version]]] for version in VERSIONS}
+
+
+def _records_of(rows: list[list[str]], version: str) -> list[dict]:
+    """The records of image lines (split into fields): converted column by column, each distinct text once."""
+    names, columns = [], []
+    for (name, convert), texts in zip(_CONVERTERS[version], zip(*rows)):
+        names.append(name)
+        columns.append(map_distinct(convert, texts))
+    for name in ("label", "b_number", "gradient_number"):
+        if name not in names:
+            names.append(name)
+            columns.append([1] * len(rows))
+    return [dict(zip(names, values)) for values in zip(*columns)]
 
 
 def _record_of(fields: list[str], version: str) -> dict:

@@ -139,3 +139,18 @@ def test_recipe_reads_parrec(tmp_path):
 
     summary = run({"step": [{"read": "parrec", "path": [str(PHILIPS / "T2_.PAR")]}]}, base_dir=tmp_path)
     assert summary.read == 20 and summary.failed == 0
+
+
+def test_column_parsing_equals_line_by_line():
+    """PAR image lines converted column by column give the records of the line-by-line conversion."""
+    from dcmpipe.plugins import _philips_par as par
+
+    folder = SHARED / "philips" / "nitest-balls1" / "PARREC"
+    pars = sorted(folder.glob("*.PAR")) if folder.exists() else []
+    pars += sorted(PHILIPS.glob("*.PAR"))
+    assert pars
+    for path in pars:
+        parsed = par.read_par(path)
+        lines = [line.split() for line in path.read_text("latin-1").splitlines()
+                 if line.strip()[:1].isdigit()]
+        assert parsed.records == [par._record_of(fields, parsed.version) for fields in lines], path
