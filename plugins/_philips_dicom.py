@@ -10,6 +10,7 @@ import math
 import mmap
 import os
 import struct
+import threading
 from pathlib import Path
 
 from dcmpipe import DcmpipeError
@@ -398,17 +399,40 @@ def frame_bytes(ds) -> int:
 
 def _streamed_file(target: Path, chunks) -> str:
     """Write ``chunks`` (bytes-like) to ``target`` through a fsynced temporary file; never overwrite."""
-    from dcmpipe.safefile import PART_SUFFIX, makedirs, transfer
+    return _commit_temp(_write_temp(target, chunks), target)
+
+
+def _write_temp(target: Path, chunks) -> Path:
+    """Write ``chunks`` to a new fsynced temporary file beside ``target``; return its path."""
+    from dcmpipe.safefile import PART_SUFFIX, makedirs
 
     target = Path(target)
     makedirs(target.parent)
-    tmp = target.parent / f".{target.name}.{os.getpid()}{PART_SUFFIX}"
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}{PART_SUFFIX}"
     try:
-        with open(tmp, "xb") as out:
+        with open(tmp, "xb", buffering=0) as out:
+            written = 0
             for chunk in chunks:
-                out.write(chunk)
-            out.flush()
+                view = memoryview(chunk).cast("B")
+                while view:  # unbuffered: a write may take only part of the chunk
+                    view = view[out.write(view):]
+                if len(chunk) >= 1 << 20 and hasattr(os, "posix_fadvise"):
+                    # Start writing these pages to disk now (Linux): the final fsync waits less.
+                    os.posix_fadvise(out.fileno(), written, len(chunk), os.POSIX_FADV_DONTNEED)
+                written += len(chunk)
             os.fsync(out.fileno())
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _commit_temp(tmp: Path, target: Path) -> str:
+    """Move a temporary file of ``_write_temp`` to ``target`` (never overwriting); the temporary is gone after."""
+    from dcmpipe.safefile import transfer
+
+    try:
         done = transfer(tmp, target, "move")
     finally:
         if os.path.lexists(tmp):
@@ -482,6 +506,27 @@ def load_columns(path: Path):
     return ds, columns, offset
 
 
+class _Background:
+    """``function(*args)`` run in a thread; ``result()`` waits and returns its value or raises its error."""
+
+    def __init__(self, function, *args):
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, function, args):
+        try:
+            self._value = function(*args)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self, raise_error: bool = True):
+        self._thread.join()
+        if self._error is not None and raise_error:
+            raise self._error
+        return self._value
+
+
 def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4.2") -> list[Path]:
     """Write ``outdir/stem.PAR`` and ``.REC`` for one Philips Enhanced MR file; return both paths."""
     from dcmpipe.safefile import TargetExistsError, write_atomic
@@ -492,20 +537,34 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     par_path, rec_path = Path(outdir) / f"{stem}.PAR", Path(outdir) / f"{stem}.REC"
     if version not in par.VERSIONS:
         raise ValueError(f"PAR version must be one of {', '.join(par.VERSIONS)}, not {version!r}")
-    # Lines formatted in frame order (the index column = the row each frame goes to), then put in row order.
     order = par.row_order(str(pget(ds, MR001, 0x6F, "")).strip().upper() == "3D", columns)
-    rows = [0] * len(order)
-    for row, frame in enumerate(order):
-        rows[frame] = row
-    columns["index"] = rows
-    lines = par.image_lines(columns, version)
-    del columns
-    text = par.par_text(general_info(ds), [lines[frame] for frame in order], version,
-                        dataset_name=str(Path(outdir) / stem))
-    del lines
-    # Refuse before writing anything when a different PAR is in the way.
-    if par_path.exists() and par_path.read_bytes() != text:
-        raise TargetExistsError(par_path)
-    _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order))
+    # The REC is copied (system calls: no interpreter lock) while the PAR text is formatted, unless a
+    # PAR is in the way: then it is compared first, so that nothing is written when it differs.
+    writer = None
+    if not par_path.exists():
+        writer = _Background(_write_temp, rec_path, rec_chunks(path, offset, frame_bytes(ds), order))
+    try:
+        # Lines formatted in frame order (the index column = the row each frame goes to), then put in row order.
+        rows = [0] * len(order)
+        for row, frame in enumerate(order):
+            rows[frame] = row
+        columns["index"] = rows
+        lines = par.image_lines(columns, version)
+        del columns
+        text = par.par_text(general_info(ds), [lines[frame] for frame in order], version,
+                            dataset_name=str(Path(outdir) / stem))
+        del lines
+    except BaseException:
+        if writer is not None:
+            tmp = writer.result(raise_error=False)
+            if tmp is not None and os.path.lexists(tmp):
+                os.unlink(tmp)
+        raise
+    if writer is None:
+        if par_path.read_bytes() != text:
+            raise TargetExistsError(par_path)
+        _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order))
+    else:
+        _commit_temp(writer.result(), rec_path)
     write_atomic(par_path, text)
     return [par_path, rec_path]
