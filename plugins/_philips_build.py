@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import _philips_par as par
 from ._philips_dicom import (DD001, ENHANCED_MR, MR001, MR005, MR_IMAGE, PhilipsError, _streamed_file, private_tag,
-                             rec_chunks)
+                             rec_chunks, rec_ranges)
 
 MR004 = (0x2005, "Philips MR Imaging DD 004")
 MR006 = (0x2005, "Philips MR Imaging DD 006")
@@ -615,7 +615,7 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
             yield _encode(after)
         total = nframes * size
         yield struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW" if records[0]["bits"] > 8 else b"OB", 0, total + (total & 1))
-        yield from rec_chunks(rec_path, 0, size, [r["index"] for r in ordered])
+        yield from rec_ranges(rec_path, 0, size, [r["index"] for r in ordered])
         if total & 1:
             yield b"\0"
 

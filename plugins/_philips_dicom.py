@@ -411,15 +411,20 @@ def _write_temp(target: Path, chunks) -> Path:
     tmp = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}{PART_SUFFIX}"
     try:
         with open(tmp, "xb", buffering=0) as out:
-            written = 0
+            written = flushed = 0
             for chunk in chunks:
-                view = memoryview(chunk).cast("B")
-                while view:  # unbuffered: a write may take only part of the chunk
-                    view = view[out.write(view):]
-                if len(chunk) >= 1 << 20 and hasattr(os, "posix_fadvise"):
+                if isinstance(chunk, FileRange):
+                    chunk.copy_to(out)
+                    written += chunk.length
+                else:
+                    view = memoryview(chunk).cast("B")
+                    written += view.nbytes
+                    while view:  # unbuffered: a write may take only part of the chunk
+                        view = view[out.write(view):]
+                if written - flushed >= 8 << 20 and hasattr(os, "posix_fadvise"):
                     # Start writing these pages to disk now (Linux): the final fsync waits less.
-                    os.posix_fadvise(out.fileno(), written, len(chunk), os.POSIX_FADV_DONTNEED)
-                written += len(chunk)
+                    os.posix_fadvise(out.fileno(), flushed, written - flushed, os.POSIX_FADV_DONTNEED)
+                    flushed = written
             os.fsync(out.fileno())
     except BaseException:
         if os.path.lexists(tmp):
@@ -438,6 +443,50 @@ def _commit_temp(tmp: Path, target: Path) -> str:
         if os.path.lexists(tmp):
             os.unlink(tmp)
     return "written" if done == "moved" else done
+
+
+class FileRange:
+    """``length`` bytes of an open file ``fd`` from ``offset``, copied by the kernel (copy_file_range) where it can."""
+
+    __slots__ = ("fd", "offset", "length")
+
+    def __init__(self, fd: int, offset: int, length: int):
+        self.fd, self.offset, self.length = fd, offset, length
+
+    def copy_to(self, out) -> None:
+        offset, left = self.offset, self.length
+        while left:
+            try:
+                done = os.copy_file_range(self.fd, out.fileno(), left, offset)
+            except (AttributeError, OSError):  # not supported here (other file systems, old kernels)
+                data = os.pread(self.fd, left, offset)
+                if len(data) != left:
+                    raise PhilipsError("pixel data ends early (truncated file?)") from None
+                view = memoryview(data)
+                while view:
+                    view = view[out.write(view):]
+                return
+            if done == 0:
+                raise PhilipsError("pixel data ends early (truncated file?)")
+            offset += done
+            left -= done
+
+
+def rec_ranges(path: Path, offset: int, size: int, order: list[int]):
+    """Like ``rec_chunks``, as FileRange objects (one per run of consecutive frames): no copy through Python."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if order and offset + (max(order) + 1) * size > os.fstat(fd).st_size:
+            raise PhilipsError(f"{path}: pixel data ends early (truncated file?)")
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and order[end] == order[end - 1] + 1:
+                end += 1
+            yield FileRange(fd, offset + order[start] * size, (end - start) * size)
+            start = end
+    finally:
+        os.close(fd)
 
 
 def rec_chunks(path: Path, offset: int, size: int, order: list[int], chunk_bytes: int = 8 << 20):
@@ -542,7 +591,7 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     # PAR is in the way: then it is compared first, so that nothing is written when it differs.
     writer = None
     if not par_path.exists():
-        writer = _Background(_write_temp, rec_path, rec_chunks(path, offset, frame_bytes(ds), order))
+        writer = _Background(_write_temp, rec_path, rec_ranges(path, offset, frame_bytes(ds), order))
     try:
         # Lines formatted in frame order (the index column = the row each frame goes to), then put in row order.
         rows = [0] * len(order)

@@ -221,3 +221,28 @@ def test_bulk_formatting_and_order_equal_the_line_by_line_rules():
         columns = {n: [r[n] for r in records] for n in par.COLUMNS}
         expected = sorted(range(len(records)), key=lambda i: par.row_sort_key(mode3d, records[i]))
         assert par.row_order(mode3d, columns) == expected, path
+
+
+def test_rec_copied_by_the_kernel_or_by_reads(tmp_path, monkeypatch):
+    """The REC copy by copy_file_range and by the read/write fallback give the frames in order; truncation is an error."""
+    import os
+
+    from dcmpipe.plugins import _philips_dicom as dicom
+
+    source = tmp_path / "frames.bin"
+    frames = [bytes([n]) * 6 for n in range(10)]
+    source.write_bytes(b"HEAD" + b"".join(frames))
+    order = [3, 4, 5, 0, 9, 1, 2]
+    expected = b"".join(frames[n] for n in order)
+    kernel = dicom._streamed_file(tmp_path / "a.REC", dicom.rec_ranges(source, 4, 6, order))
+    assert kernel == "written" and (tmp_path / "a.REC").read_bytes() == expected
+
+    def unsupported(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
+    dicom._streamed_file(tmp_path / "b.REC", dicom.rec_ranges(source, 4, 6, order))
+    assert (tmp_path / "b.REC").read_bytes() == expected
+    with pytest.raises(dicom.PhilipsError, match="ends early"):
+        dicom._streamed_file(tmp_path / "c.REC", dicom.rec_ranges(source, 4, 6, [10]))
+    assert not (tmp_path / "c.REC").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
