@@ -158,6 +158,25 @@ def _encoder(tag: int, vr: str):
     return text
 
 
+@functools.lru_cache(maxsize=1024)
+def _memo_encoder(tag: int, vr: str):
+    """``_encoder(tag, vr)`` that encodes each distinct text value once (window values, dynamic numbers repeat)."""
+    encode = _encoder(tag, vr)
+    memo = {}
+
+    def encode_text(value):
+        if type(value) is not str:
+            return encode(value)
+        encoded = memo.get(value)
+        if encoded is None:
+            if len(memo) > 100_000:
+                memo.clear()
+            encoded = memo[value] = encode(value)
+        return encoded
+
+    return encode_text
+
+
 def _encode(ds) -> bytes:
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset
@@ -212,12 +231,12 @@ class _Template:
         cache = self.__dict__.get("encoded")
         if cache is None:
             cache = self.encoded = {name: _element(tag, vr, base[name]) for name, tag, vr in self.order if name in base}
-            self.encoders = [(name, _encoder(tag, vr), piece) for (name, tag, vr), piece in zip(self.order, self.pieces[1:])]
-        out = [self.pieces[0]]
-        for name, encode, piece in self.encoders:
-            value = values[name]
-            out.append(cache[name] if name in base and value is base[name] else encode(value))
-            out.append(piece)
+            self.encoders = [(name, _memo_encoder(tag, vr) if vr not in _BINARY else _encoder(tag, vr), piece)
+                             for (name, tag, vr), piece in zip(self.order, self.pieces[1:])]
+            self.skeleton = [piece for piece in self.pieces for _ in (0, 1)][:-1]  # pieces at even places
+        out = self.skeleton.copy()
+        out[1::2] = [cache[name] if name in cache and values[name] is base[name] else encode(values[name])
+                     for name, encode, piece in self.encoders]
         return b"".join(out)
 
 
