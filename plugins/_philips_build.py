@@ -347,6 +347,12 @@ def check_inputs(classic: list, parsed: par.ParFile, rec_path: Path, folder) -> 
 # -- building ----------------------------------------------------------------------------------------
 
 
+def _copied(element):
+    """A copy of a data element that can be changed without changing ``element`` (values are replaced, never
+    changed in place, except the items of sequences: those are copied deeply)."""
+    return copy.deepcopy(element) if element.VR == "SQ" else copy.copy(element)
+
+
 def _copy_privates(source, target, wanted: list) -> None:
     """Copy private elements (creator, offset) of ``source`` into ``target``, in the same blocks."""
     for creator, offset in wanted:
@@ -355,8 +361,8 @@ def _copy_privates(source, target, wanted: list) -> None:
             continue
         creator_tag = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
         if creator_tag not in target:
-            target.add(copy.deepcopy(source[creator_tag]))
-        target.add(copy.deepcopy(source[tag]))  # copies: the classic data set stays as read
+            target.add(_copied(source[creator_tag]))
+        target.add(_copied(source[tag]))  # copies: the classic data set stays as read
 
 
 def _put_private(ds, creator: tuple, block: int, offset: int, vr: str, value) -> None:
@@ -650,7 +656,7 @@ def _frame_template(ds, series_start: str, duration_ms: float, ndims: int):
     private_item = Dataset()
     for tag in PER_IMAGE_PUBLIC:
         if tag in ds:
-            private_item.add(copy.deepcopy(ds[tag]))
+            private_item.add(_copied(ds[tag]))
     c140 = ds[private_tag(ds, MR005, 0x0F)].value[0]
     for keyword in ("KSpaceFiltering", "DiffusionAnisotropyType"):
         if keyword in c140 and keyword not in private_item:
