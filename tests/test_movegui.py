@@ -321,7 +321,7 @@ def test_cancel_button_stops_the_run_and_the_summary_says_so(browser, tmp_path):
     from dcmpipe.demo import SeriesPlan, StudyPlan, generate
 
     src = tmp_path / "incoming"
-    generate(src, [StudyPlan("79", "DEMO^GUS", "P079", "Big", [SeriesPlan(1, "S1", slices=60, dynamics=25)])])
+    generate(src, [StudyPlan("79", "DEMO^GUS", "P079", "Big", [SeriesPlan(1, "S1", slices=60, dynamics=60)])])
     _age(src)
     before = _digest(src)
     server = Server(cwd=tmp_path)
