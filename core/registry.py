@@ -2,8 +2,7 @@
 
 Three sources, in this order:
 
-1. the built-in tools: every public module of ``dcmpipe.plugins`` (``builtins()``;
-   a module whose name starts with ``_`` is a helper, not a plugin);
+1. the built-in tools, from the explicit list ``BUILTINS``;
 2. installed third-party plugins, from the entry-point group ``dcmpipe``;
 3. lab-local rule files: every ``*.py`` in ``$DCMPIPE_PLUGINS_DIR`` (default
    ``~/.config/dcmpipe/plugins``).
@@ -34,18 +33,35 @@ log = logging.getLogger("dcmpipe")
 
 
 
-def builtins() -> list[str]:
-    """The built-in plugin modules: every public module of ``dcmpipe.plugins``, sorted.
+# The built-in tools, in loading order. An explicit list (as pytest, datasette and llm keep
+# theirs): a stray file in the installed package never becomes a plugin, and loading is the same
+# on every machine. tests/test_host.py checks that every public module of plugins/ is listed;
+# modules named ``_*.py`` are helpers shared by the tools of one family, not plugins.
+BUILTINS = (
+    "dcmpipe.plugins.files",
+    "dcmpipe.plugins.dcm_move",
+    "dcmpipe.plugins.movegui",
+    "dcmpipe.plugins.dcm2json",
+    "dcmpipe.plugins.json2dcm",
+    "dcmpipe.plugins.storescp",
+    "dcmpipe.plugins.send_dicom",
+    "dcmpipe.plugins.dcmls",
+    "dcmpipe.plugins.dcminfo",
+    "dcmpipe.plugins.dcm2par",
+    "dcmpipe.plugins.parrec",
+    "dcmpipe.plugins.dcms2e",
+    "dcmpipe.plugins.dicomeread",
+    "dcmpipe.plugins.dcm2btable",
+    "dcmpipe.plugins.dcmshortacq",
+    "dcmpipe.plugins.dcmexamcard",
+    "dcmpipe.plugins.dcmcleanup",
+)
 
-    A tool's issue adds its module to ``plugins/`` and nothing else; modules whose
-    name starts with ``_`` hold code shared inside one tool and are not plugins.
-    """
-    import pkgutil
 
-    from . import plugins
+def builtins() -> tuple[str, ...]:
+    """The built-in plugin modules, in loading order."""
+    return BUILTINS
 
-    return sorted(f"{plugins.__name__}.{m.name}" for m in pkgutil.iter_modules(plugins.__path__)
-                  if not m.name.startswith("_") and not m.ispkg)
 
 ENTRY_POINT_GROUP = "dcmpipe"
 HOOK_OF_VERB = {

@@ -1,1 +1,1 @@
-"""The built-in tools of dcmpipe: every public module here is a plugin (see dcmpipe.registry.builtins)."""
+"""The built-in tools of dcmpipe: each public module here is a plugin, listed in dcmpipe.registry.BUILTINS."""

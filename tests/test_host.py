@@ -171,6 +171,17 @@ def test_internal_errors_print_one_line_without_debug(tmp_path):
     assert "Traceback" in result.stderr
 
 
+def test_every_tool_module_is_a_listed_builtin_and_loads():
+    """A new tool's module in plugins/ must be in BUILTINS, or `dcmpipe` would never offer it."""
+    public = {f"dcmpipe.plugins.{p.stem}" for p in (REPO / "plugins").glob("*.py")
+              if not p.name.startswith("_")}
+    assert public == set(registry.BUILTINS)
+    assert len(registry.BUILTINS) == len(set(registry.BUILTINS))
+    manager = registry.get_manager()
+    assert not [p for p in manager.problems if "built-in" in p], manager.problems
+    assert {m.rsplit(".", 1)[-1] for m in registry.BUILTINS} <= set(manager.info)
+
+
 def test_every_builtin_step_and_option_is_documented():
     from dcmpipe.recipe import option_fields
 
