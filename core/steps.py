@@ -81,8 +81,20 @@ _KEYWORDS = {
     "TriggerTime": 0x00181060, "CardiacNumberOfImages": 0x00181090, "ImageType": 0x00080008,
     "AdditionalPatientHistory": 0x001021B0, "SpecificCharacterSet": 0x00080005,
     "TransferSyntaxUID": 0x00020010, "PerformedProcedureStepDescription": 0x00400254,
-    "StationName": 0x00081010, "OperatorsName": 0x00081070,
+    "StationName": 0x00081010, "OperatorsName": 0x00081070, "AcquisitionNumber": 0x00200012,
+    "SpacingBetweenSlices": 0x00180088, "FlipAngle": 0x00181314, "ScanningSequence": 0x00180020,
 }
+_KEYWORD_OF = {tag: keyword for keyword, tag in _KEYWORDS.items()}
+
+
+def known_tag(keyword: str) -> int | None:
+    """The tag of a keyword the host knows without pydicom (the common ones), else None."""
+    return _KEYWORDS.get(keyword)
+
+
+def known_keyword(tag: int) -> str | None:
+    """The keyword of a tag the host knows without pydicom (the common ones), else None."""
+    return _KEYWORD_OF.get(tag)
 
 
 @functools.lru_cache(maxsize=1024)

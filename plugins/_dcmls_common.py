@@ -3,7 +3,7 @@
 Shared by the two listing tools (``dcmls`` and ``dcminfo``), with :class:`Output`, the
 stream both write to.  Kept free of
 pydicom at import time: pydicom's dictionary is consulted only for a keyword
-or tag that is not in the small table below.
+or tag that is not in the host's table of common keywords (dcmpipe.steps.known_tag).
 """
 
 from __future__ import annotations
@@ -14,25 +14,8 @@ import sys
 from pathlib import Path
 
 from dcmpipe import DcmpipeError
+from dcmpipe.steps import known_keyword, known_tag
 
-# Keywords the listing tools use by default, so that naming them costs no pydicom import.
-KNOWN = {
-    "SeriesDate": 0x00080021, "SeriesTime": 0x00080031, "StudyDescription": 0x00081030,
-    "SeriesDescription": 0x0008103E, "PatientName": 0x00100010, "PatientID": 0x00100020,
-    "ProtocolName": 0x00181030, "SeriesNumber": 0x00200011, "PerformedProcedureStepDescription": 0x00400254,
-    "StudyDate": 0x00080020, "StudyTime": 0x00080030, "Modality": 0x00080060, "Manufacturer": 0x00080070,
-    "ManufacturerModelName": 0x00081090, "MagneticFieldStrength": 0x00180087, "PatientBirthDate": 0x00100030,
-    "PatientSex": 0x00100040, "StudyID": 0x00200010, "AcquisitionNumber": 0x00200012,
-    "InstanceNumber": 0x00200013, "ImageType": 0x00080008, "SOPClassUID": 0x00080016,
-    "SOPInstanceUID": 0x00080018, "StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E,
-    "Rows": 0x00280010, "Columns": 0x00280011, "NumberOfFrames": 0x00280008, "PixelSpacing": 0x00280030,
-    "SliceThickness": 0x00180050, "SpacingBetweenSlices": 0x00180088, "RepetitionTime": 0x00180080,
-    "EchoTime": 0x00180081, "FlipAngle": 0x00181314, "ScanningSequence": 0x00180020,
-    "SliceLocation": 0x00201041, "ImagePositionPatient": 0x00200032, "ImageOrientationPatient": 0x00200037,
-    "AcquisitionDate": 0x00080022, "AcquisitionTime": 0x00080032, "InstitutionName": 0x00080080,
-    "StationName": 0x00081010, "SpecificCharacterSet": 0x00080005, "EchoNumbers": 0x00180086,
-}
-_NAMES = {tag: keyword for keyword, tag in KNOWN.items()}
 _NUMBER = re.compile(r"^\(?\s*([0-9A-Fa-f]{4})\s*,?\s*([0-9A-Fa-f]{4})\s*\)?$")
 
 
@@ -48,8 +31,9 @@ def parse_tag(text: str | int) -> int:
     match = _NUMBER.match(text)
     if match:
         return int(match.group(1), 16) << 16 | int(match.group(2), 16)
-    if text in KNOWN:
-        return KNOWN[text]
+    tag = known_tag(text)  # the common keywords cost no pydicom import
+    if tag is not None:
+        return tag
     if text.isidentifier():
         from pydicom.datadict import tag_for_keyword
 
@@ -104,8 +88,9 @@ def check_tags(tags: list[str], allow_all: bool = False) -> None:
 
 def name(tag: int) -> str:
     """The keyword of a tag, or ``(gggg,eeee)`` for private and unknown tags."""
-    if tag in _NAMES:
-        return _NAMES[tag]
+    keyword = known_keyword(tag)
+    if keyword:
+        return keyword
     if not (tag >> 16) % 2:
         from pydicom.datadict import keyword_for_tag
 
