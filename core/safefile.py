@@ -199,7 +199,7 @@ def remove_stale_parts(folder: Path) -> list[Path]:
         if not (name.startswith(".") and name.endswith(PART_SUFFIX)):
             continue
         pid_text = name[: -len(PART_SUFFIX)].rsplit(".", 1)[-1]
-        if pid_text.isdigit() and _alive(int(pid_text)):
+        if pid_text.isdigit() and process_alive(int(pid_text)):
             continue
         try:
             os.unlink(os.path.join(folder, name))
@@ -209,7 +209,8 @@ def remove_stale_parts(folder: Path) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (the owner of a part file or a lock)."""
     if pid == os.getpid():
         return True
     try:

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from dcmpipe.safefile import process_alive
+
 log = logging.getLogger("dcmpipe")
 
 MARKER = ".receiving"
@@ -301,7 +303,7 @@ class StudyStore:
                 pid = int(marker.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and pid != os.getpid() and process_alive(pid):
                 continue
             log.warning("%s: study left open by a stopped receiver; completed after the timeout", entry.path)
             marker.write_text(f"{os.getpid()}\n")
@@ -335,16 +337,6 @@ class StudyStore:
                 os.unlink(folder / MARKER)
             except OSError:
                 pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- retention -------------------------------------------------------------------------
@@ -383,7 +375,7 @@ def _open_elsewhere(folder: str) -> bool:
         pid = int(Path(folder, MARKER).read_text().strip() or 0)
     except (OSError, ValueError):
         return False
-    return pid > 0 and _alive(pid)
+    return pid > 0 and process_alive(pid)
 
 
 def clean(store: Path, older_than: float, dry_run: bool = False, receiving=None, now: float | None = None):
