@@ -166,6 +166,23 @@ class LeanElement:
     def value(self, new):
         self._value, self._decoded = new, True
 
+    @property
+    def raw(self) -> bytes:
+        """The value as encoded in the file (explicit VR little endian), padding included; SQ: b"" if walked."""
+        if self._length < 0:
+            return b""
+        return bytes(self._buf[self._start:self._start + self._length])
+
+    @property
+    def offset(self) -> int:
+        """Where the value starts in the file (``-2``: an undefined-length sequence, walked already)."""
+        return self._start if self._length >= 0 else -2
+
+    @property
+    def length(self) -> int:
+        """The value length in bytes (``-2``: an undefined-length sequence, walked already)."""
+        return self._length
+
     def _decode(self):
         import struct
 
@@ -266,9 +283,14 @@ _KEYWORD_TAGS: dict = {}
 def _keyword_tag(keyword: str) -> int:
     tag = _KEYWORD_TAGS.get(keyword)
     if tag is None:
-        from pydicom.datadict import tag_for_keyword
+        from .steps import known_tag
 
-        tag = _KEYWORD_TAGS[keyword] = tag_for_keyword(keyword) or -1
+        tag = known_tag(keyword)
+        if tag is None:  # not in the host's table (a newer dictionary?): ask pydicom
+            from pydicom.datadict import tag_for_keyword
+
+            tag = tag_for_keyword(keyword)
+        tag = _KEYWORD_TAGS[keyword] = tag or -1
     return tag
 
 
@@ -371,7 +393,20 @@ def _lean_items(buf, start: int, length: int) -> list:
     return items
 
 
-def _lean_read(buf, pixels: bool):
+def _mapped(fh):
+    """The file's bytes, memory-mapped (read-only) where possible."""
+    import mmap
+    import os
+
+    if os.fstat(fh.fileno()).st_size == 0:
+        return b""
+    try:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # not mappable (a pipe, some file systems)
+        return fh.read()
+
+
+def _lean_read(buf, pixels: bool, frames: bool = True):
     """The data set of a Part 10 file in Explicit VR Little Endian, native pixel data; _LeanUnsure otherwise.
 
     The top level is walked now, every sequence when first used: a sequence that is
@@ -393,7 +428,7 @@ def _lean_read(buf, pixels: bool):
     if charset is not None and charset.value not in ("", "ISO_IR 100", "ISO_IR 6", ["", "ISO_IR 100"]):
         raise _LeanUnsure("character set")
     ds.file_meta = meta
-    per_frame = ds.get(0x52009230)
+    per_frame = ds.get(0x52009230) if frames else None
     if per_frame is not None:
         for item in per_frame.value:  # walk the frames' groups now: a damaged one goes to pydicom
             for tag, found in item._raw.items():
@@ -415,13 +450,17 @@ def tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def read_dataset(path, pixels: bool = True, lean: bool = False):
+def read_dataset(path, pixels: bool = True, lean: bool = False, frames: bool = True):
     """The data set of ``path`` (``.gz`` read through gzip, or bytes); EnhancedError if it is not DICOM.
 
     ``lean``: read Explicit VR Little Endian files with native pixel data by a
     lean walk into read-only :class:`LeanDataset` objects (pydicom's ``get``,
     ``in``, attribute and iteration interface, much faster for thousands of
-    frames); other files, and ``lean=False``, give a pydicom Dataset.
+    frames); other files, and ``lean=False``, give a pydicom Dataset.  A lean
+    file is memory-mapped, not read: only the pages used are read.
+    ``frames=False`` (lean only): do not walk the per-frame items up front; a
+    caller that reads them its own way saves the walk (a damaged item is then
+    not found here).
     """
     import gzip
     import io
@@ -436,7 +475,7 @@ def read_dataset(path, pixels: bool = True, lean: bool = False):
                     data = fh.read()
             elif lean:
                 with open(path, "rb") as fh:
-                    data = fh.read()
+                    data = _mapped(fh)
             else:
                 return _dcmread(str(path), path, pixels)
         except OSError as exc:
@@ -445,7 +484,7 @@ def read_dataset(path, pixels: bool = True, lean: bool = False):
             raise EnhancedError(f"{path}: cannot be read: {exc}") from None
     if lean:
         try:
-            return _lean_read(data, pixels)
+            return _lean_read(data, pixels, frames)
         except (_LeanUnsure, struct_error()):
             pass
     return _dcmread(io.BytesIO(data), path, pixels)

@@ -61,40 +61,18 @@ class Skip(Exception):
     """
 
 
-# Keywords the built-in steps use, so that naming a tag does not cost a pydicom import
-# (~0.25 s with numpy). tests/test_host.py checks every entry against pydicom's dictionary.
-_KEYWORDS = {
-    "StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E, "SOPInstanceUID": 0x00080018,
-    "SOPClassUID": 0x00080016, "Modality": 0x00080060, "StudyID": 0x00200010, "SeriesNumber": 0x00200011,
-    "InstanceNumber": 0x00200013, "SeriesDescription": 0x0008103E, "StudyDescription": 0x00081030,
-    "PatientName": 0x00100010, "PatientID": 0x00100020, "PatientBirthDate": 0x00100030,
-    "PatientSex": 0x00100040, "StudyDate": 0x00080020, "StudyTime": 0x00080030, "SeriesDate": 0x00080021,
-    "SeriesTime": 0x00080031, "AcquisitionDate": 0x00080022, "AcquisitionTime": 0x00080032,
-    "ContentDate": 0x00080023, "ContentTime": 0x00080033, "AccessionNumber": 0x00080050,
-    "ReferringPhysicianName": 0x00080090, "InstitutionName": 0x00080080, "ProtocolName": 0x00181030,
-    "BodyPartExamined": 0x00180015, "Manufacturer": 0x00080070, "ManufacturerModelName": 0x00081090,
-    "MagneticFieldStrength": 0x00180087, "ImagePositionPatient": 0x00200032,
-    "ImageOrientationPatient": 0x00200037, "PixelSpacing": 0x00280030, "SliceThickness": 0x00180050,
-    "SliceLocation": 0x00201041, "Rows": 0x00280010, "Columns": 0x00280011, "NumberOfFrames": 0x00280008,
-    "EchoNumbers": 0x00180086, "EchoTime": 0x00180081, "RepetitionTime": 0x00180080,
-    "TemporalPositionIdentifier": 0x00200100, "NumberOfTemporalPositions": 0x00200105,
-    "TriggerTime": 0x00181060, "CardiacNumberOfImages": 0x00181090, "ImageType": 0x00080008,
-    "AdditionalPatientHistory": 0x001021B0, "SpecificCharacterSet": 0x00080005,
-    "TransferSyntaxUID": 0x00020010, "PerformedProcedureStepDescription": 0x00400254,
-    "StationName": 0x00081010, "OperatorsName": 0x00081070, "AcquisitionNumber": 0x00200012,
-    "SpacingBetweenSlices": 0x00180088, "FlipAngle": 0x00181314, "ScanningSequence": 0x00180020,
-}
-_KEYWORD_OF = {tag: keyword for keyword, tag in _KEYWORDS.items()}
-
-
 def known_tag(keyword: str) -> int | None:
-    """The tag of a keyword the host knows without pydicom (the common ones), else None."""
-    return _KEYWORDS.get(keyword)
+    """The tag of a dictionary keyword, from the host's own table (no pydicom import), else None."""
+    from .keywords import keywords
+
+    return keywords().get(keyword)
 
 
 def known_keyword(tag: int) -> str | None:
-    """The keyword of a tag the host knows without pydicom (the common ones), else None."""
-    return _KEYWORD_OF.get(tag)
+    """The keyword of a dictionary tag, from the host's own table (no pydicom import), else None."""
+    from .keywords import tags
+
+    return tags().get(tag)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -106,8 +84,9 @@ def tag_of(key: int | str) -> int:
     if "," in text:
         group, elem = text.split(",", 1)
         return (int(group, 16) << 16) | int(elem, 16)
-    if text in _KEYWORDS:
-        return _KEYWORDS[text]
+    tag = known_tag(text)
+    if tag is not None:
+        return tag
     from pydicom.datadict import tag_for_keyword
 
     tag = tag_for_keyword(text)

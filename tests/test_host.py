@@ -197,12 +197,20 @@ def test_every_builtin_step_and_option_is_documented():
 
 
 def test_built_in_keyword_table_agrees_with_pydicom():
-    from pydicom.datadict import tag_for_keyword
+    from pydicom.datadict import keyword_dict, tag_for_keyword
 
-    from dcmpipe.steps import _KEYWORDS, tag_of
+    from dcmpipe.keywords import keywords, tags
+    from dcmpipe.steps import known_keyword, known_tag, tag_of
 
-    for keyword, tag in _KEYWORDS.items():
+    table = keywords()
+    assert len(table) > 4000 and len(tags()) == len(table)
+    for keyword, tag in table.items():
         assert tag_for_keyword(keyword) == tag, keyword
+    # every fixed-tag keyword of the installed pydicom is in the table (a newer pydicom may add some)
+    missing = [k for k, t in keyword_dict.items() if k and t <= 0xFFFFFFFF and k not in table]
+    assert len(missing) < 50, missing[:10]
+    assert known_tag("PatientName") == 0x00100010 and known_keyword(0x00100010) == "PatientName"
+    assert known_tag("NoSuchKeyword") is None
     assert tag_of("DeidentificationMethod") == tag_for_keyword("DeidentificationMethod")  # pydicom fallback
     assert tag_of("(0020,000d)") == tag_of("0020,000D") == 0x0020000D
 
