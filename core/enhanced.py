@@ -18,7 +18,7 @@ map: magnitude with one echo, phase with the other) is made complete by
 merging the right-most adjacent pair of axes that lacks combinations into one
 axis of the combinations seen (SPEC.md 3).  Scaling is per frame.
 
-Also public, for plugins working on Enhanced MR files: :func:`read_dataset`,
+Also public, for plugins working on Enhanced MR files: :func:`read_dataset`, :func:`lean_item`,
 :func:`find_private`, :func:`element_value`, :func:`frame_item`,
 :func:`find_nested`, :func:`dimensions`, :func:`frame_indices` and :func:`temporal_dimension`.
 
@@ -435,6 +435,27 @@ def _lean_read(buf, pixels: bool, frames: bool = True):
                 if found[0] == "SQ":
                     item._element(tag).value
     return ds
+
+
+def lean_item(buf, pos: int = 0):
+    """``(LeanDataset, position after it)`` of the sequence item whose item tag is at ``buf[pos]``.
+
+    For plugins that locate items themselves (explicit VR little endian); ValueError when the bytes
+    there are not an item the lean walk can read.
+    """
+    try:
+        group, elem, length = _ITEM_HEAD(buf, pos)
+        if (group, elem) != (0xFFFE, 0xE000):
+            raise _LeanUnsure("not an item")
+        if length == _UNDEFINED:
+            raw, end = _lean_walk(buf, pos + 8, None)
+        else:
+            if pos + 8 + length > len(buf):
+                raise _LeanUnsure("item past the end of the data")
+            raw, end = _lean_walk(buf, pos + 8, pos + 8 + length)
+    except (_LeanUnsure, struct_error()) as exc:
+        raise ValueError(f"no readable item at offset {pos}: {exc}") from None
+    return LeanDataset(buf, raw), end
 
 
 # -- small public helpers ---------------------------------------------------------------------

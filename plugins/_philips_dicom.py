@@ -32,19 +32,21 @@ class PhilipsError(DcmpipeError):
 
 
 def _blocks(ds, group: int) -> dict:
-    """{creator name: block} of one group of ``ds``, found once and kept on the data set."""
-    cache = ds.__dict__.setdefault("_dcmpipe_blocks", {})
-    blocks = cache.get(group)
+    """{creator name: block} of one group of ``ds`` (a pydicom Dataset, kept on it, or a LeanDataset)."""
+    lean = getattr(ds, "_raw", None)  # the host's LeanDataset: its tags, no room for a cache
+    cache = None if lean is not None else ds.__dict__.setdefault("_dcmpipe_blocks", {})
+    blocks = None if cache is None else cache.get(group)
     if blocks is None:
         blocks = {}
         low, high = (group << 16) | 0x10, (group << 16) | 0xFF
-        for tag in ds._dict:
+        for tag in (lean if lean is not None else ds._dict):
             if low <= tag <= high:
                 value = ds[tag].value
                 if isinstance(value, bytes):
                     value = value.decode("latin-1")
                 blocks.setdefault(str(value).strip(), tag & 0xFF)
-        cache[group] = blocks
+        if cache is not None:
+            cache[group] = blocks
     return blocks
 
 
@@ -416,6 +418,8 @@ def _write_temp(target: Path, chunks) -> Path:
                 if isinstance(chunk, FileRange):
                     chunk.copy_to(out)
                     written += chunk.length
+                elif isinstance(chunk, list):  # buffers written in one system call per 1,024 (no copy here)
+                    written += _write_gathered(out.fileno(), chunk)
                 else:
                     view = memoryview(chunk).cast("B")
                     written += view.nbytes
@@ -431,6 +435,23 @@ def _write_temp(target: Path, chunks) -> Path:
             os.unlink(tmp)
         raise
     return tmp
+
+
+def _write_gathered(fd: int, buffers: list) -> int:
+    """Write ``buffers`` (memoryviews) in order with ``writev``; the number of bytes written."""
+    total = 0
+    limit = getattr(os, "IOV_MAX", None) or 1024
+    for first in range(0, len(buffers), limit):
+        group = buffers[first:first + limit]
+        want = sum(b.nbytes for b in group)
+        done = os.writev(fd, group)
+        while done < want:  # a partial write: go on from where it stopped
+            rest = memoryview(b"".join(group))[done:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+            done = want
+        total += want
+    return total
 
 
 def _commit_temp(tmp: Path, target: Path) -> str:
@@ -489,31 +510,43 @@ def rec_ranges(path: Path, offset: int, size: int, order: list[int]):
         os.close(fd)
 
 
-def rec_chunks(path: Path, offset: int, size: int, order: list[int], chunk_bytes: int = 8 << 20):
+def rec_chunks(path: Path, offset: int, size: int, order, chunk_bytes: int = 16 << 20, gathered: bool = False):
     """The frames of ``path`` (``size`` bytes each from ``offset``) in ``order``, a few MB at a time.
 
-    Runs of consecutive frames are read at once; the memory held is one chunk.
+    For each chunk the frames it needs are read in file order, one read per run of consecutive
+    frames (a BOLD file's REC is a transpose of its frames: 40 reads per chunk instead of one per
+    frame), then put in ``order`` with numpy.  The memory held is two chunks.  ``gathered``: a chunk
+    out of order comes as a list of per-frame memoryviews in ``order`` (for ``_write_temp``, which
+    writes them with writev), valid until the next chunk.
     """
+    import numpy as np
+
+    order = np.asarray(order, dtype=np.int64)
     per_chunk = max(1, chunk_bytes // max(size, 1))
-    buffer = bytearray(per_chunk * size)
-    view = memoryview(buffer)
+    source = bytearray(min(per_chunk, max(len(order), 1)) * size)
+    frames_in = np.frombuffer(source, dtype=np.uint8).reshape(-1, size) if size else None
+    view = memoryview(source)
     fd = os.open(path, os.O_RDONLY)
     try:
+        if len(order) and (order.min() < 0 or offset + (int(order.max()) + 1) * size > os.fstat(fd).st_size):
+            raise PhilipsError(f"{path}: pixel data ends early (truncated file?)")
         for start in range(0, len(order), per_chunk):
             part = order[start:start + per_chunk]
+            wanted = np.unique(part)  # sorted, each frame once
+            breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
             filled = 0
-            run_start = 0
-            while run_start < len(part):
-                run_end = run_start + 1
-                while run_end < len(part) and part[run_end] == part[run_end - 1] + 1:
-                    run_end += 1
-                want = (run_end - run_start) * size
-                got = os.preadv(fd, [view[filled:filled + want]], offset + part[run_start] * size)
+            for run in np.split(wanted, breaks):
+                want = len(run) * size
+                got = os.preadv(fd, [view[filled:filled + want]], offset + int(run[0]) * size)
                 if got != want:
                     raise PhilipsError(f"{path}: pixel data ends early (truncated file?)")
                 filled += want
-                run_start = run_end
-            yield view[:filled]
+            if len(wanted) == len(part) and np.array_equal(wanted, part):
+                yield view[:filled]  # already in order
+            elif gathered:  # the frames' buffers in order: writev puts them together, no copy here
+                yield [view[k * size:(k + 1) * size] for k in np.searchsorted(wanted, part).tolist()]
+            else:
+                yield frames_in[np.searchsorted(wanted, part)].reshape(-1)
     finally:
         os.close(fd)
 
@@ -521,12 +554,18 @@ def rec_chunks(path: Path, offset: int, size: int, order: list[int], chunk_bytes
 def load(path: Path):
     """(header data set, frame records in frame order, pixel data offset) of a Philips Enhanced MR file."""
     ds, columns, offset = load_columns(path)
+    columns["index"] = None
     names = list(columns)
-    return ds, [dict(zip(names, row)) for row in zip(*columns.values())], offset
+    lists = [list(range(len(next(c for c in columns.values() if c is not None)))) if c is None else c.tolist()
+             for c in columns.values()]
+    return ds, [dict(zip(names, row)) for row in zip(*lists)], offset
 
 
 def load_columns(path: Path):
-    """(header data set, PAR columns {name: [value per frame]}, pixel data offset) of a Philips Enhanced MR file."""
+    """(header data set, PAR columns {name: Col} in frame order, pixel data offset) of a Philips Enhanced MR file.
+
+    The ``index`` column is None: it is the row each frame goes to, known once the rows are ordered.
+    """
     from . import _philips_fast as fast
 
     path = Path(path)
@@ -551,7 +590,8 @@ def load_columns(path: Path):
         raise PhilipsError(f"{path}: Number of Frames {nframes} but {len(records)} per-frame items")
     syntax = str(ds.file_meta.TransferSyntaxUID)
     offset = pixel_data_offset(path, frame_bytes(ds) * nframes, explicit=syntax != "1.2.840.10008.1.2")
-    columns = {name: [r[name] for r in records] for name in par.COLUMNS}
+    columns = {name: fast.Col.of([r[name] for r in records]) for name in par.COLUMNS}
+    columns["index"] = None
     return ds, columns, offset
 
 
@@ -580,28 +620,25 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     """Write ``outdir/stem.PAR`` and ``.REC`` for one Philips Enhanced MR file; return both paths."""
     from dcmpipe.safefile import TargetExistsError, write_atomic
 
+    from . import _philips_fast as fast
+
     path = Path(path)
+    if version not in par.VERSIONS:
+        raise ValueError(f"PAR version must be one of {', '.join(par.VERSIONS)}, not {version!r}")
     ds, columns, offset = load_columns(path)
     stem = stem or path.stem
     par_path, rec_path = Path(outdir) / f"{stem}.PAR", Path(outdir) / f"{stem}.REC"
-    if version not in par.VERSIONS:
-        raise ValueError(f"PAR version must be one of {', '.join(par.VERSIONS)}, not {version!r}")
-    order = par.row_order(str(pget(ds, MR001, 0x6F, "")).strip().upper() == "3D", columns)
-    # The REC is copied (system calls: no interpreter lock) while the PAR text is formatted, unless a
-    # PAR is in the way: then it is compared first, so that nothing is written when it differs.
+    order = fast.row_order(str(pget(ds, MR001, 0x6F, "")).strip().upper() == "3D", columns)
+    # The REC is written (system calls and numpy copies: little of the interpreter lock) while the PAR
+    # text is formatted, unless a PAR is in the way: then it is compared first, so that nothing is
+    # written when it differs.
     writer = None
     if not par_path.exists():
-        writer = _Background(_write_temp, rec_path, rec_ranges(path, offset, frame_bytes(ds), order))
+        writer = _Background(_write_temp, rec_path, rec_chunks(path, offset, frame_bytes(ds), order, gathered=True))
     try:
-        # Lines formatted in frame order (the index column = the row each frame goes to), then put in row order.
-        rows = [0] * len(order)
-        for row, frame in enumerate(order):
-            rows[frame] = row
-        columns["index"] = rows
-        lines = par.image_lines(columns, version)
+        lines = fast.image_lines(columns, order, version)
         del columns
-        text = par.par_text(general_info(ds), [lines[frame] for frame in order], version,
-                            dataset_name=str(Path(outdir) / stem))
+        text = par.par_text(general_info(ds), lines, version, dataset_name=str(Path(outdir) / stem))
         del lines
     except BaseException:
         if writer is not None:
@@ -612,7 +649,7 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     if writer is None:
         if par_path.read_bytes() != text:
             raise TargetExistsError(par_path)
-        _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order))
+        _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order, gathered=True))
     else:
         _commit_temp(writer.result(), rec_path)
     write_atomic(par_path, text)

@@ -217,9 +217,13 @@ def format_par(general: dict, records: list[dict], version: str = "4.2", dataset
     """The whole PAR file (latin-1, CRLF) for ``general`` values and ordered image ``records``."""
     if version not in VERSIONS:
         raise ValueError(f"PAR version must be one of {', '.join(VERSIONS)}, not {version!r}")
+    from ._philips_fast import Col, image_lines
+
     names = [name for name, *formats in LINE_FORMAT if formats[_FORMAT_INDEX[version]] is not None]
-    columns = {name: [r[name] for r in records] for name in names}
-    return par_text(general, image_lines(columns, version), version, dataset_name)
+    columns = {name: Col.of([r[name] for r in records]) for name in names}
+    # Rows in the order given; the index column is taken from the records (a reader locates images by it).
+    columns["index"] = Col.of([r["index"] for r in records])
+    return par_text(general, image_lines(columns, list(range(len(records))), version), version, dataset_name)
 
 
 def par_text(general: dict, lines: list[str], version: str = "4.2", dataset_name: str = "") -> bytes:
@@ -267,39 +271,6 @@ def _has_negative_zero(values: list) -> bool:
     except (TypeError, ValueError):
         return True  # cannot tell: the caller maps one by one
     return bool(np.any((numbers == 0) & np.signbit(numbers)))
-
-
-def _formatted(piece: str, values: list, e3: bool) -> list[str]:
-    """``piece % value`` for every value, each distinct value formatted once."""
-    return map_distinct((lambda v: piece % _e3(v)) if e3 else piece.__mod__, values)
-
-
-def image_lines(columns: dict, version: str) -> list[str]:
-    """One PAR image line per row of ``columns`` ({name: [value per row]}), formatted column by column.
-
-    The same text as one ``%`` per line (``%d`` truncates floats as the console does): each field is
-    formatted on its own, each distinct value of a column once, and the fields of a row joined.
-    """
-    fields = []
-    for name, *formats in LINE_FORMAT:
-        fmt = formats[_FORMAT_INDEX[version]]
-        if fmt is None:
-            continue
-        e3 = fmt.endswith("E3")
-        fields.append(_formatted(fmt[:-3] + "%s" if e3 else fmt, columns[name], e3))
-    return list(map("".join, zip(*fields)))
-
-
-def row_order(mode3d: bool, columns: dict) -> list[int]:
-    """The row numbers of the console's order (SPEC 1.6): frames sorted by ``row_sort_key``, stably."""
-    ranks = [TYPE_RANK.get(t, 4 + t) for t in columns["type"]]
-    if mode3d:
-        names = ("dynamic", "slice", "label", "phase", "gradient_number", "b_number", "echo")
-        keys = list(zip(*(columns[n] for n in names), ranks, columns["sequence"]))
-    else:
-        names = ("dynamic", "phase", "label", "gradient_number", "b_number", "echo")
-        keys = list(zip(*(columns[n] for n in names), ranks, columns["sequence"], columns["slice"]))
-    return sorted(range(len(keys)), key=keys.__getitem__)
 
 
 # -- reading PAR (SPEC 1.7: tolerant) -------------------------------------------

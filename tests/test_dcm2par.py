@@ -179,9 +179,11 @@ def test_fast_reader_gives_the_pydicom_records():
         quick = fast.read_fast(path)
         assert quick is not None, path
         head, values, offset = quick
+        assert "pydicom" not in type(head).__module__, "the top level should be read without pydicom"
         ds = dicom.read_header(path)
         assert fast.records_from_values(head, values, path) == dicom.frame_records(ds, path), path
         assert offset == dicom.pixel_data_offset(path, dicom.frame_bytes(ds) * int(ds.NumberOfFrames))
+        assert dicom.general_info(head) == dicom.general_info(ds), path
 
 
 def test_walk_and_search_paths_agree(monkeypatch):
@@ -192,35 +194,40 @@ def test_walk_and_search_paths_agree(monkeypatch):
     original = fast._walk_columns
     walked = []
     monkeypatch.setattr(fast, "_walk_columns", lambda *args: walked.append(original(*args)) or walked[-1])
+    def plain(values):
+        return {name: col.tolist() for name, col in values.items()}
+
     for path in files:
         walked.clear()
-        by_walk = fast.read_fast(path)[1]
+        by_walk = plain(fast.read_fast(path)[1])
         if path.name == "T2_.dcm":
             assert walked and walked[0] is not None, "the walk should handle a plain Philips file"
         monkeypatch.setattr(fast, "_walk_columns", lambda *args: None)  # the tag search
-        assert fast.read_fast(path)[1] == by_walk, path
+        assert plain(fast.read_fast(path)[1]) == by_walk, path
         monkeypatch.setattr(fast, "_walk_columns", lambda *args: walked.append(original(*args)) or walked[-1])
 
 
 def test_bulk_formatting_and_order_equal_the_line_by_line_rules():
     """PAR lines formatted column by column, and the row order, equal one ``%`` per record and the sort key."""
     from dcmpipe.plugins import _philips_dicom as dicom
+    from dcmpipe.plugins import _philips_fast as fast
     from dcmpipe.plugins import _philips_par as par
 
     files = [PHILIPS / "T2_.dcm"] + [BALLS / "DICOM" / f"{n}.dcm" for n in PAIRS if (BALLS / "DICOM" / f"{n}.dcm").exists()]
     for path in files:
         ds, records, _ = dicom.load(path)
-        # Signed zeros and NaN must not be merged with 0.0 by the per-value memo.
+        # Signed zeros and NaN must not be merged with 0.0 by the per-value forms.
         records[0]["offcentre_ap"], records[-1]["offcentre_ap"] = -0.0, 0.0
         records[0]["diffusion_fh"] = float("nan")
-        for version in par.VERSIONS:
-            names = [n for n, *f in par.LINE_FORMAT if f[par._FORMAT_INDEX[version]] is not None]
-            columns = {n: [r[n] for r in records] for n in names}
-            assert par.image_lines(columns, version) == list(map(par.line_formatter(version), records)), path
         mode3d = str(dicom.pget(ds, dicom.MR001, 0x6F, "")).strip().upper() == "3D"
-        columns = {n: [r[n] for r in records] for n in par.COLUMNS}
+        columns = {n: fast.Col.of([r[n] for r in records]) for n in par.COLUMNS}
         expected = sorted(range(len(records)), key=lambda i: par.row_sort_key(mode3d, records[i]))
-        assert par.row_order(mode3d, columns) == expected, path
+        order = fast.row_order(mode3d, columns)
+        assert order.tolist() == expected, path
+        columns["index"] = None  # the row number
+        for version in par.VERSIONS:
+            rows = [dict(records[frame], index=row) for row, frame in enumerate(order.tolist())]
+            assert fast.image_lines(columns, order, version) == list(map(par.line_formatter(version), rows)), path
 
 
 def test_rec_copied_by_the_kernel_or_by_reads(tmp_path, monkeypatch):
@@ -246,3 +253,23 @@ def test_rec_copied_by_the_kernel_or_by_reads(tmp_path, monkeypatch):
     with pytest.raises(dicom.PhilipsError, match="ends early"):
         dicom._streamed_file(tmp_path / "c.REC", dicom.rec_ranges(source, 4, 6, [10]))
     assert not (tmp_path / "c.REC").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_rec_frames_reordered_in_chunks(tmp_path):
+    """Frames put in any order a few at a time, copied or gathered for writev, equal the frames in that order."""
+    from dcmpipe.plugins import _philips_dicom as dicom
+
+    source = tmp_path / "frames.bin"
+    frames = [bytes([n]) * 6 for n in range(10)]
+    source.write_bytes(b"HEAD" + b"".join(frames))
+    for order in ([3, 4, 5, 0, 9, 1, 2], list(range(10)), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0], [2, 2, 5]):
+        expected = b"".join(frames[n] for n in order)
+        for gathered in (False, True):
+            for chunk_bytes in (6, 18, 1 << 20):  # one frame, three frames, everything per chunk
+                target = tmp_path / f"r{gathered}{chunk_bytes}.REC"
+                dicom._streamed_file(target, dicom.rec_chunks(source, 4, 6, order, chunk_bytes, gathered=gathered))
+                assert target.read_bytes() == expected, (order, gathered, chunk_bytes)
+                target.unlink()
+    with pytest.raises(dicom.PhilipsError, match="ends early"):
+        dicom._streamed_file(tmp_path / "c.REC", dicom.rec_chunks(source, 4, 6, [10], gathered=True))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
