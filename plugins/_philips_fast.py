@@ -281,26 +281,27 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
             columns[name] = Col.const(None, nframes)
             continue
         wanted.setdefault(found[0], []).append((name, vr))
+    # The 8 bytes at any offset as one little-endian integer (an overlapping, unaligned view): one
+    # gather per element gives its tag, VR and short length.
+    heads = np.ndarray((len(region) - 7,), dtype="<u8", buffer=region, strides=(1,))
     pos = starts.astype(np.int64)
     odd = np.zeros(nframes, dtype=np.int64)
     try:  # positions only grow; one past the region raises IndexError
         for k, (offset, head, size, length_at, length_bytes, depth, is_value) in enumerate(steps):
-            index = pos >> 1
-            group, element = struct.unpack_from("<HH", head)
-            if (words[index] != group).any() or (words[index + 1] != element).any():
+            h = heads[pos]
+            if len(head) == 6:  # an element: tag and VR
+                if ((h & 0xFFFFFFFFFFFF) != int.from_bytes(head, "little")).any():
+                    return None
+            elif ((h & 0xFFFFFFFF) != int.from_bytes(head, "little")).any():  # an item or delimiter
                 return None
             if length_at is None:
                 pos = pos + size
                 continue
-            if length_bytes == 2:
-                lengths = words[index + 3]
-            else:
-                lengths = words[index + 4] | (words[index + 5].astype(np.int64) << 16)
+            lengths = (h >> 48) if length_bytes == 2 else (heads[pos + 8] & 0xFFFFFFFF)
+            lengths = lengths.astype(np.int64)
             if k in wanted:
-                if (words[index + 2] != struct.unpack_from("<H", head, 4)[0]).any():
-                    return None
                 for name, vr in wanted[k]:
-                    columns[name] = _values(region, octets, pos + size, lengths.astype(np.int64), vr)
+                    columns[name] = _values(region, octets, pos + size, lengths, vr, heads)
             pos = pos + size if head[4:] == b"SQ" else pos + size + lengths
             odd |= pos
     except IndexError:
@@ -313,8 +314,11 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
     return columns
 
 
-def _values(region, octets, at, lengths, vr: str) -> Col:
-    """The decoded values of one element in every frame (``at``: value offsets, ``lengths``: value lengths)."""
+def _values(region, octets, at, lengths, vr: str, heads=None) -> Col:
+    """The decoded values of one element in every frame (``at``: value offsets, ``lengths``: value lengths).
+
+    ``heads``: the region's 8-byte integers at every offset (see ``_walk_columns``), for short values.
+    """
     import numpy as np
 
     nframes = len(at)
@@ -323,6 +327,15 @@ def _values(region, octets, at, lengths, vr: str) -> Col:
     width = int(lengths.max())
     if width == 0:
         return Col.const(_decode(vr, b""), nframes)
+    if width <= 8 and heads is not None and int(at.max()) < len(heads) and int(lengths.min()) == width:
+        keys = heads[at]  # the value and what follows it, as one integer per frame
+        if width < 8:
+            keys &= (1 << (8 * width)) - 1
+        first = int(at[0])
+        if (keys == keys[0]).all():
+            return Col.const(_decode(vr, region[first:first + width]), nframes)
+        unique_index, inverse = np.unique(keys, return_index=True, return_inverse=True)[1:]
+        return Col(inverse.reshape(-1), [_decode(vr, region[a:a + width]) for a in at[unique_index].tolist()])
     if width <= 256 and int(at.max()) + width <= len(octets):
         # Each frame's value bytes as one row (a copy of ``width`` bytes per frame), compared as a whole.
         picked = np.lib.stride_tricks.sliding_window_view(octets, width)[at]
