@@ -650,7 +650,21 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
         if par_path.read_bytes() != text:
             raise TargetExistsError(par_path)
         _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order, gathered=True))
-    else:
+        write_atomic(par_path, text)
+        return [par_path, rec_path]
+    # The PAR goes to disk while the REC is still being written; it is renamed into place last, so a
+    # PAR is never there without its complete REC.
+    try:
+        par_tmp = _write_temp(par_path, [text])
+    except BaseException:
+        tmp = writer.result(raise_error=False)
+        if tmp is not None and os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
         _commit_temp(writer.result(), rec_path)
-    write_atomic(par_path, text)
+    except BaseException:
+        os.unlink(par_tmp)
+        raise
+    _commit_temp(par_tmp, par_path)
     return [par_path, rec_path]
