@@ -11,7 +11,8 @@ Timed, each as a subprocess with its peak memory (max RSS from wait4):
 
 Commands run as from an installation with bytecode caches (PYTHONDONTWRITEBYTECODE is removed from
 their environment). MB/s = pixel data bytes / wall seconds. Targets: >= 300 MB/s, peak memory < 1.5 x pixel data.
-Usage: python tests/benchmarks/bench_philips.py [--frames 20000] [--cache DIR] [--repeat N]
+Usage: python tests/benchmarks/bench_philips.py [--frames 20000] [--cache DIR] [--repeat N] [--out DIR]
+(``--out /dev/shm/x``: outputs on tmpfs, to see the programs' own speed without the disk's write-back.)
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dcmpipe-bench-philips")
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest counts")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the outputs (default: the cache folder); e.g. /dev/shm to time the "
+                             "programs without the disk's write-back")
     args = parser.parse_args(argv)
     folder = args.cache / f"frames-{args.frames}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,26 +81,28 @@ def main(argv=None) -> int:
     rows = []
     for label, make in (
         ("dcms2e", lambda out: dcmpipe + ["dcms2e", "-q", "-o", out, run]),
-        ("dcm2par", lambda out: dcmpipe + ["dcm2par", "-q", "-o", out, folder / "out-dcms2e.dcm"]),
-        ("DCMTK dcmconv (same Enhanced file)", lambda out: ["dcmconv", folder / "out-dcms2e.dcm", out]),
+        ("dcm2par", lambda out: dcmpipe + ["dcm2par", "-q", "-o", out, (args.out or folder) / "out-dcms2e.dcm"]),
+        ("DCMTK dcmconv (same Enhanced file)", lambda out: ["dcmconv", (args.out or folder) / "out-dcms2e.dcm", out]),
     ):
         best = None
+        outdir = args.out or folder
+        outdir.mkdir(parents=True, exist_ok=True)
         for attempt in range(args.repeat):
-            out = folder / ("out-dcms2e.dcm" if label == "dcms2e" else f"out-{label.split()[0]}")
+            out = outdir / ("out-dcms2e.dcm" if label == "dcms2e" else f"out-{label.split()[0]}")
             if out.is_dir():
                 shutil.rmtree(out)
             elif out.exists():
                 out.unlink()
             if label.startswith("DCMTK"):
-                out = folder / "out-dcmconv.dcm"
+                out = outdir / "out-dcmconv.dcm"
                 if out.exists():
                     out.unlink()
             result = timed(make(out), label, pixel_bytes)
             best = result if best is None or result["seconds"] < best["seconds"] else best
         rows.append(best)
-    ours = folder / "out-dcm2par" / "out-dcms2e.REC"
+    ours = (args.out or folder) / "out-dcm2par" / "out-dcms2e.REC"
     same = ours.read_bytes() == (folder / "run.REC").read_bytes()
-    lines = (folder / "out-dcm2par" / "out-dcms2e.PAR").read_bytes().count(b"\r\n")
+    lines = ((args.out or folder) / "out-dcm2par" / "out-dcms2e.PAR").read_bytes().count(b"\r\n")
     print(f"\n{frames:,} frames of {SIZE}x{SIZE}x16 bit = {pixel_bytes / 1e6:.1f} MB pixel data\n")
     print(f"{'method':38} {'seconds':>8} {'CPU s':>7} {'MB/s':>7} {'MB/CPU s':>9} {'peak MB':>8} {'x pixel':>8}")
     reference = rows[-1]
