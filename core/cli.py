@@ -40,7 +40,21 @@ def setup_logging(level: int) -> None:
     log.setLevel(level)
 
 
-@click.group(context_settings=CONTEXT, help="""DICOM pipelines for MR labs.
+class _Commands(click.Group):
+    """The top-level group: a built-in tool's command is imported when it is asked for by name, so
+    ``dcmpipe dcm2par`` imports the dcm2par plugin only; listing the commands loads every plugin."""
+
+    def get_command(self, ctx, name):
+        if name not in self.commands:
+            _register_plugin_commands(name)
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx):
+        _register_plugin_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Commands, context_settings=CONTEXT, help="""DICOM pipelines for MR labs.
 
 \b
 Every tool is a plugin; a pipeline is a TOML recipe of plugin steps.
@@ -186,35 +200,23 @@ def demo(folder, jobs):
 _registered = False
 
 
-def _register_plugin_commands() -> None:
+def _register_plugin_commands(name: str | None = None) -> None:
+    """Add the commands of the built-in plugin that offers ``name`` (importing that module only),
+    or else (any other name, or None) of every plugin, built-ins last: theirs win a clash."""
     global _registered
+    from . import registry
+
+    if name in registry.COMMANDS:
+        plugin = registry.manager().load_builtin(registry.COMMANDS[name])
+        if plugin is not None:
+            plugin.dcmpipe_register_commands(cli=cli)
+        if name in cli.commands:
+            return
     if not _registered:
-        from .registry import get_manager
-
-        get_manager().hook.dcmpipe_register_commands(cli=cli)
+        pm = registry.get_manager()
+        for impl in reversed(pm.impls("dcmpipe_register_commands")):
+            impl.function(**dict.fromkeys(impl.argnames, cli))  # as pluggy calls it: the arguments it names
         _registered = True
-
-
-def _fast_command(argv: list) -> bool:
-    """``dcmpipe TOOL ...`` where the built-in module ``plugins/TOOL.py`` lists TOOL in its
-    ``FAST_COMMANDS``: a command that needs no other plugin.  Only that module is imported, so a
-    one-file conversion does not pay for loading every plugin.  False: load them all as usual."""
-    if not argv or not argv[0].isidentifier() or argv[0] in cli.commands:
-        return False
-    import importlib
-    import importlib.util
-
-    name = f"{__package__}.plugins.{argv[0]}"
-    try:
-        if importlib.util.find_spec(name) is None:
-            return False
-        module = importlib.import_module(name)
-    except Exception:  # a broken module: the normal path reports it
-        return False
-    if argv[0] not in getattr(module, "FAST_COMMANDS", ()):
-        return False
-    module.dcmpipe_register_commands(cli=cli)
-    return argv[0] in cli.commands
 
 
 def main(argv=None) -> None:
@@ -223,8 +225,6 @@ def main(argv=None) -> None:
     STATE["debug"] = STATE["debug"] or "--debug" in argv or (argv[:1] in (["-d"], ["--debug"]))
     setup_logging(logging.DEBUG if STATE["debug"] else logging.WARNING)
     try:
-        if not _fast_command(argv):
-            _register_plugin_commands()
         result = cli.main(argv, prog_name="dcmpipe", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("dcmpipe: aborted", err=True)

@@ -21,13 +21,11 @@ are relative to the recipe's folder.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import sys
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import RecipeError
 from .steps import GROUP_LEVELS, VERBS
@@ -36,8 +34,7 @@ TOP_LEVEL_KEYS = ("recipe", "step")
 RECIPE_KEYS = ("name", "description")
 
 
-@dataclass(frozen=True)
-class StepSpec:
+class StepSpec(NamedTuple):  # not dataclasses, which cost ~0.6 ms each to define at start-up
     """One validated step: its place, verb, id, class and options."""
 
     index: int
@@ -50,13 +47,16 @@ class StepSpec:
         return f"step {self.index} ({self.verb} = {self.id!r})"
 
 
-@dataclass
 class Recipe:
-    name: str
-    steps: list
-    base_dir: Path
-    source: str = "recipe"
-    data: dict = dataclasses.field(default_factory=dict)
+    """A validated recipe: its name, steps (StepSpec), the folder of relative paths, where it came
+    from and the dict it was built from."""
+
+    def __init__(self, name: str, steps: list, base_dir: Path, source: str = "recipe", data: dict | None = None):
+        self.name, self.steps, self.base_dir, self.source = name, steps, base_dir, source
+        self.data = {} if data is None else data
+
+    def __repr__(self) -> str:
+        return f"Recipe({self.name!r}, {len(self.steps)} steps, from {self.source})"
 
     @property
     def readers(self) -> list[StepSpec]:
@@ -90,6 +90,8 @@ def load_recipe(path: str | Path, registry=None) -> Recipe:
 
 
 def _suggest(word: str, choices) -> str:
+    import difflib  # only for messages: not imported by a run that has none
+
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -177,11 +179,22 @@ def _kind(value) -> str:
 
 
 def build_recipe(data: dict, base_dir: Path, source: str = "recipe", registry=None) -> Recipe:
-    """Validate a recipe given as a dict (parsed TOML) and resolve its steps."""
+    """Validate a recipe given as a dict (parsed TOML) and resolve its steps.
+
+    Without ``registry``, only the built-in plugins offering the recipe's steps are imported (and
+    the installed ones); a recipe with a problem is validated again against every plugin, so that
+    the messages name every step there is.
+    """
     if registry is None:
         from .registry import get_registry
 
-        registry = get_registry()
+        partial = get_registry(_step_names(data))
+        try:
+            return build_recipe(data, base_dir, source, partial)
+        except RecipeError:
+            registry = get_registry()
+            if registry is partial:  # every plugin was loaded already: the same answer
+                raise
     problems: list[str] = []
     for key in data:
         if key not in TOP_LEVEL_KEYS:
@@ -232,6 +245,13 @@ def build_recipe(data: dict, base_dir: Path, source: str = "recipe", registry=No
     if problems:
         raise RecipeError(problems, source=source)
     return Recipe(str(head.get("name", Path(source).stem)), specs, base_dir, source, data)
+
+
+def _step_names(data: dict) -> set[tuple[str, str]]:
+    """The (verb, id) pairs a recipe dict names, whatever else is wrong with it."""
+    steps = data.get("step")
+    return {(verb, raw[verb]) for raw in steps if isinstance(raw, dict)
+            for verb in VERBS if isinstance(raw.get(verb), str)} if isinstance(steps, list) else set()
 
 
 def _find_step(registry, verb: str, step_id: str, where: str, problems: list):

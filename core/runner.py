@@ -336,7 +336,7 @@ def run_recipe(
     tags = wanted_tags(recipe)
     summary = summary if summary is not None else Summary()
     started = time.perf_counter()
-    hook = registry.get_manager().hook
+    hook = registry.get_manager(builtins=()).hook  # the run hooks: no built-in beyond the recipe's is needed
     readers = [spec.cls(spec.options, context) for spec in recipe.readers]
     specs = {spec.index: spec for spec in recipe.workers}
     local = _LazySteps(specs, context)  # steps that only run in workers are never built here

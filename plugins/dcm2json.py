@@ -23,9 +23,6 @@ import click
 
 from dcmpipe import Exporter, hookimpl, option
 
-# `dcmpipe dcm2json` needs no other plugin: the host imports only this module for it (fast start-up)
-FAST_COMMANDS = ("dcm2json",)
-
 DESCRIPTION = "Convert DICOM file and data set to JSON"
 TOOL_VERSION = "dcmpipe dcm2json (DCMTK dcm2json 3.7.0 command line)"
 

@@ -23,9 +23,6 @@ import click
 
 from dcmpipe import Exporter, Item, Reader, hookimpl, option
 
-# `dcmpipe json2dcm` needs no other plugin: the host imports only this module for it (fast start-up)
-FAST_COMMANDS = ("json2dcm",)
-
 DESCRIPTION = "Convert JSON document to DICOM file or data set"
 SYNTAXES = {"same": None, "little": "1.2.840.10008.1.2.1", "big": "1.2.840.10008.1.2.2",
             "implicit": "1.2.840.10008.1.2", "deflated": "1.2.840.10008.1.2.1.99"}

@@ -173,13 +173,150 @@ def test_internal_errors_print_one_line_without_debug(tmp_path):
 
 def test_every_tool_module_is_a_listed_builtin_and_loads():
     """A new tool's module in plugins/ must be in BUILTINS, or `dcmpipe` would never offer it."""
-    public = {f"dcmpipe.plugins.{p.stem}" for p in (REPO / "plugins").glob("*.py")
-              if not p.name.startswith("_")}
+    public = {p.stem for p in (REPO / "plugins").glob("*.py") if not p.name.startswith("_")}
     assert public == set(registry.BUILTINS)
-    assert len(registry.BUILTINS) == len(set(registry.BUILTINS))
     manager = registry.get_manager()
     assert not [p for p in manager.problems if "built-in" in p], manager.problems
-    assert {m.rsplit(".", 1)[-1] for m in registry.BUILTINS} <= set(manager.info)
+    assert set(registry.BUILTINS) <= set(manager.info)
+
+
+def test_builtin_table_is_what_the_modules_offer():
+    """registry.BUILTINS finds a tool's module without importing the others: it must name exactly the
+    steps (from the six verb hooks), commands (from dcmpipe_register_commands) and other hooks of each."""
+    import click
+
+    verb_hooks = set(registry.HOOK_OF_VERB.values()) | {"dcmpipe_register_commands"}
+    reg = registry.get_registry()
+    assert not reg.conflicts and not reg.problems, (reg.conflicts, reg.problems)
+    offered = {name: set() for name in registry.BUILTINS}
+    for verb, steps in reg.steps.items():
+        for step_id, info in steps.items():
+            offered[info.plugin.name].add(f"{verb} {step_id}")
+    for name in registry.BUILTINS:
+        group = click.Group()
+        module = registry.manager().get_plugin(name)
+        if hasattr(module, "dcmpipe_register_commands"):
+            module.dcmpipe_register_commands(cli=group)
+        offered[name] |= {f"command {command}" for command in group.commands}
+        # a run hook (dcmpipe_run_started ...) listed as "hook NAME" makes the host load the module for every run
+        offered[name] |= {f"hook {hook}" for hook in registry.hooks_of(name) if hook not in verb_hooks}
+    assert {name: set(offers) for name, offers in registry.BUILTINS.items()} == offered
+    every = [offer for offers in registry.BUILTINS.values() for offer in offers]
+    assert len(every) == len(set(every)), "two built-ins offer the same step or command"
+    assert len(registry.STEPS) + len(registry.COMMANDS) == len([o for o in every if not o.startswith("hook ")])
+
+
+def test_a_tool_command_imports_only_the_builtins_it_needs(tmp_path):
+    code = ("import sys\nfrom dcmpipe.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m.rsplit('.', 1)[-1] for m in sys.modules if m.startswith('dcmpipe.plugins.') "
+            "and not m.rsplit('.', 1)[-1].startswith('_')))\n")
+
+    def loaded(*args):
+        result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
+        assert "LOADED" in result.stdout, result.stdout + result.stderr
+        return result.stdout.rsplit("LOADED ", 1)[1].strip()
+
+    dicom = REPO / "tests/data/enhanced/T2_.dcm"
+    assert loaded("dcm2par", "--help") == "['dcm2par']"
+    assert loaded("dcms2e", "--help") == "['dcms2e']"
+    assert loaded("dcm2json", dicom) == "['dcm2json']"
+    assert loaded("ls", dicom) == "['dcmls', 'files']"  # the command's module and its recipe's steps
+    assert loaded("dcm2par", "-q", "-o", tmp_path, dicom) == "['dcm2par', 'files']"
+    assert (tmp_path / "T2_.PAR").is_file()
+    assert loaded("move", "--gui", "--help") == "['dcm_move']"
+    assert loaded("--help") == str(sorted(registry.BUILTINS))
+
+
+def test_a_recipe_with_a_problem_is_checked_against_every_plugin(tmp_path):
+    """A recipe loads only the built-ins of its steps; its error messages still know every step."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[step]]\nread = "files"\npath = "."\n[[step]]\nexport = "listng"\n'
+                      '[[step]]\nroute = "hierarchical"\n')
+    result = run_cli("check", recipe)
+    assert result.returncode == 2
+    assert "unknown export step 'listng'; did you mean 'listing'?" in result.stderr
+    assert "'hierarchical' is not a route step; it offers name" in result.stderr
+
+
+def test_a_third_party_step_clashing_with_a_tool_commands_step_is_reported(tmp_path):
+    (tmp_path / "mylisting.py").write_text(textwrap.dedent("""
+        from dcmpipe import Exporter, hookimpl
+
+        class Listing(Exporter):
+            "Another listing."
+            id = "listing"
+
+        @hookimpl
+        def dcmpipe_exporters():
+            return [Listing]
+        """))
+    result = run_cli("ls", REPO / "tests/data/enhanced/T2_.dcm", env=_env(tmp_path))
+    assert result.returncode == 2
+    assert "export step 'listing' is offered by more than one plugin: dcmls (dcmpipe" in result.stderr
+    assert "mylisting (local -)" in result.stderr
+
+
+def test_run_hooks_of_local_plugins_hear_a_tool_commands_run(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "heard.py").write_text(textwrap.dedent(f"""
+        from dcmpipe import hookimpl
+
+        @hookimpl
+        def dcmpipe_run_finished(summary, context):
+            open({str(tmp_path / "heard.txt")!r}, "w").write(f"{{summary.read}} read")
+        """))
+    result = run_cli("ls", REPO / "tests/data/enhanced/T2_.dcm", env=_env(tmp_path / "plugins"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "heard.txt").read_text() == "1 read"
+
+
+def test_a_builtin_with_run_hooks_is_loaded_for_every_run(monkeypatch):
+    monkeypatch.setattr(registry, "LISTENERS", ("dcmls",))
+    registry.reset()
+    try:
+        assert "dcmls" in registry.get_manager(builtins=()).info
+    finally:
+        registry.reset()
+
+
+def test_a_broken_builtin_is_reported_once_and_skipped(monkeypatch, caplog):
+    from dcmpipe.recipe import build_recipe
+
+    monkeypatch.setitem(registry.BUILTINS, "no_such_tool", ("export nothing",))
+    monkeypatch.setitem(registry.STEPS, ("export", "nothing"), "no_such_tool")
+    registry.reset()
+    try:
+        with pytest.raises(dcmpipe.RecipeError, match="unknown export step 'nothing'"):
+            build_recipe({"step": [{"read": "files", "path": "."}, {"export": "nothing"}]}, REPO)
+        failed = [p for p in registry.manager().problems if "no_such_tool" in p]
+        assert failed == ["built-in plugin 'no_such_tool' failed to load: ModuleNotFoundError: "
+                          "No module named 'dcmpipe.plugins.no_such_tool'"]
+        assert len([r for r in caplog.records if "no_such_tool" in r.getMessage()]) == 1
+        assert "dicom" in registry.get_registry().steps["export"]  # the others work
+    finally:
+        registry.reset()
+
+
+def test_a_plugin_may_not_take_a_builtins_name(tmp_path):
+    (tmp_path / "files.py").write_text(LOCAL_RULE.format(id="by-lab"))
+    assert run_cli("ls", REPO / "tests/data/enhanced/T2_.dcm", env=_env(tmp_path)).returncode == 0
+    result = run_cli("plugins", "--brief", env=_env(tmp_path))
+    assert f"plugin 'files' ({tmp_path / 'files.py'}) not loaded: a built-in plugin has that name" in result.stderr
+
+
+def test_entry_points_are_looked_for_without_importlib_metadata(tmp_path, monkeypatch):
+    """importlib.metadata (~25 ms) is only used when some distribution may declare [dcmpipe] entry points."""
+    dist = tmp_path / "site" / "other-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "entry_points.txt").write_text("[console_scripts]\nother = other:main\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), str(tmp_path / "missing")])
+    assert not registry._may_offer_entry_points()
+    (dist / "entry_points.txt").write_text("[console_scripts]\nother = other:main\n\n[ dcmpipe ]\nx = other.x\n")
+    assert registry._may_offer_entry_points()
+    (tmp_path / "lib.zip").write_bytes(b"")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "lib.zip")])  # a zip: importlib.metadata decides
+    assert registry._may_offer_entry_points()
 
 
 def test_every_builtin_step_and_option_is_documented():
