@@ -54,7 +54,45 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 _DELIMITERS = {b"\xfe\xff\x00\xe0", b"\xfe\xff\x0d\xe0", b"\xfe\xff\xdd\xe0"}
 
 
+# The per-frame values the console's row order needs (``row_order``, via ``columns_from_values``).
+ORDER_KEYS = frozenset({"slice", "in_stack", "echo", "dynamic", "temporal_index", "phase", "type", "sequence",
+                        "b_number", "gradient_number", "label"})
+
+
 # -- columns in distinct-value form ---------------------------------------------------------------
+
+
+class _Later:
+    """A value computed when first asked for (``function(*args)``)."""
+
+    __slots__ = ("function", "args")
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __call__(self):
+        return self.function(*self.args)
+
+
+class LazyColumns(dict):
+    """{name: Col}, each computed when first read (a ``_Later`` until then)."""
+
+    def __getitem__(self, name):
+        value = dict.__getitem__(self, name)
+        if isinstance(value, _Later):
+            value = value()
+            dict.__setitem__(self, name, value)
+        return value
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def values(self):
+        return [self[name] for name in self]
+
+    def items(self):
+        return [(name, self[name]) for name in self]
+
 
 
 class Col:
@@ -301,7 +339,10 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
             lengths = lengths.astype(np.int64)
             if k in wanted:
                 for name, vr in wanted[k]:
-                    columns[name] = _values(region, octets, pos + size, lengths, vr, heads)
+                    if name in ORDER_KEYS:
+                        columns[name] = _values(region, octets, pos + size, lengths, vr, heads)
+                    else:  # decoded when first used: after the row order is known and the REC is under way
+                        columns[name] = _Later(_values, region, octets, pos + size, lengths, vr, heads)
             pos = pos + size if head[4:] == b"SQ" else pos + size + lengths
             odd |= pos
     except IndexError:
@@ -476,14 +517,20 @@ def read_fast(path):
         values = _search_columns(region, words, octets, starts, plan, private_seq, shared)
     if values is None:
         return None
-    return head, values, pixel_at + 12
+    return head, LazyColumns(values), pixel_at + 12
 
 
 # -- PAR columns -----------------------------------------------------------------------------------------
 
 
-def columns_from_values(ds, values: dict, where) -> dict:
-    """PAR image columns {name: Col} from the values of ``read_fast`` (frame_records' rules)."""
+def columns_from_values(ds, values: dict, where) -> LazyColumns:
+    """PAR image columns {name: Col} from the values of ``read_fast`` (frame_records' rules).
+
+    Each column is computed when first read: the row order needs only a few, and the REC is written
+    while the others are computed and formatted.
+    """
+    import functools
+
     stacks = list(pget(ds, DD001, 0x5F) or [])
     stack_values = [{
         "angulation_ap": _num(pget(s, MR001, 0x71)), "angulation_fh": _num(pget(s, MR001, 0x72)),
@@ -493,7 +540,7 @@ def columns_from_values(ds, values: dict, where) -> dict:
     top_between = ds.get("SpacingBetweenSlices")
     top_contrast = str(ds.get("AcquisitionContrast", "UNKNOWN") or "UNKNOWN")
     top_percent = ds.get("PercentSampling", 100)
-    nframes = len(next(iter(values.values())))
+    nframes = len(values["dynamic"])
 
     def pick(*names, default=None):
         return merged([values[name] for name in names], default)
@@ -507,78 +554,91 @@ def columns_from_values(ds, values: dict, where) -> dict:
     def upper(*names, default):
         return pick(*names, default=default).map(lambda x: str(x).strip().upper())
 
-    col = {
-        "slice": ints("slice", "in_stack", default=1), "echo": ints("echo", default=1),
-        "dynamic": ints("dynamic", "temporal_index", default=1), "phase": ints("phase", default=1),
-        "scan_percentage": pick("percent", default=top_percent).map(lambda x: int(_num(x, 100))),
-        "rescale_intercept": floats("ri", "p_ri", default=0),
-        "rescale_slope": floats("rs", "p_rs", default=1, fallback=1.0),
-        "scale_slope": floats("ss", default=None, fallback=1.0),
-        "window_center": pick("wc", "p_wc", default=0).map(_round),
-        "window_width": pick("ww", "p_ww", default=0).map(_round),
-        "fmri_status": ints("fmri", default=0), "echo_time": floats("te", "effective_te", default=0),
-        "dyn_time": floats("dyn_time", default=0), "trigger_time": floats("trigger", "trigger_delay", default=0),
-        "b_factor": floats("b_factor", "b_value", default=0), "averages": ints("averages", default=1),
-        "flip_angle": floats("flip", default=0), "heart_rate": ints("heart_rate", default=0),
-        "rr_low": ints("rr_low", default=0), "rr_high": ints("rr_high", default=0), "turbo": ints("turbo", default=0),
-        "inversion_delay": floats("inversion", default=0), "b_number": ints("b_number", default=1),
-        "gradient_number": ints("gradient_number", default=1),
-        "diffusion_ap": floats("diff_ap", default=0), "diffusion_fh": floats("diff_fh", default=0),
-        "diffusion_rl": floats("diff_rl", default=0),
-    }
-    unknown = par.CONTRASTS.index("UNKNOWN")
-    thickness = floats("thickness", "p_thickness", default=None)
-    between = pick("between", "p_between", default=top_between)
-    # Geometry: few distinct (position, orientation, spacing, stack) combinations, each computed once.
-    spacing = pick("spacing", "p_spacing")
-    parts = [values["ipp"], values["iop"], spacing, pick("stack_id", default="1")]
-    codes, combos = combine(parts)
-    geometry = []
-    for ipp_code, iop_code, spacing_code, stack_code in combos:
-        ipp, iop, pixel = parts[0].values[ipp_code], parts[1].values[iop_code], parts[2].values[spacing_code]
-        if pixel is None or ipp is None or iop is None:
-            first = int((codes == len(geometry)).argmax())
-            raise PhilipsError(f"{where}: frame {first + 1} has no Pixel Spacing or Plane Position/Orientation")
-        stack_id = parts[3].values[stack_code]
-        try:
-            stack = stack_values[int(str(stack_id).strip()) - 1]
-        except (ValueError, IndexError):
-            stack = stack_values[0]
-        row_spacing, col_spacing = float(pixel[0]), float(pixel[1])
-        p = [float(x) for x in ipp]
-        o = [float(x) for x in iop]
-        half_x, half_y = col_spacing * (columns - 1) / 2, row_spacing * (rows - 1) / 2
-        geometry.append(([p[k] + o[k] * half_x + o[3 + k] * half_y for k in range(3)], col_spacing, row_spacing,
-                         stack))
-    gaps_codes, gap_combos = combine([between, thickness])
+    @functools.lru_cache(maxsize=None)
+    def thickness():
+        return floats("thickness", "p_thickness", default=None)
+
+    @functools.lru_cache(maxsize=None)
+    def geometry():
+        """(codes per frame, [(centre, column spacing, row spacing, stack)]) of the distinct combinations of
+        position, orientation, spacing and stack."""
+        parts = [values["ipp"], values["iop"], pick("spacing", "p_spacing"), pick("stack_id", default="1")]
+        codes, combos = combine(parts)
+        found = []
+        for ipp_code, iop_code, spacing_code, stack_code in combos:
+            ipp, iop, pixel = parts[0].values[ipp_code], parts[1].values[iop_code], parts[2].values[spacing_code]
+            if pixel is None or ipp is None or iop is None:
+                first = int((codes == len(found)).argmax())
+                raise PhilipsError(f"{where}: frame {first + 1} has no Pixel Spacing or Plane Position/Orientation")
+            stack_id = parts[3].values[stack_code]
+            try:
+                stack = stack_values[int(str(stack_id).strip()) - 1]
+            except (ValueError, IndexError):
+                stack = stack_values[0]
+            row_spacing, col_spacing = float(pixel[0]), float(pixel[1])
+            p = [float(x) for x in ipp]
+            o = [float(x) for x in iop]
+            half_x, half_y = col_spacing * (columns - 1) / 2, row_spacing * (rows - 1) / 2
+            found.append(([p[k] + o[k] * half_x + o[3 + k] * half_y for k in range(3)], col_spacing, row_spacing,
+                          stack))
+        return codes, found
 
     def geo(function):
-        return Col(codes, [function(g) for g in geometry])
+        codes, found = geometry()
+        return Col(codes, [function(g) for g in found])
 
-    col.update({
-        "type": pick("type", default="M").map(lambda x: _code(x, par.IMAGE_TYPES, "image type (2005,1011)", where)),
-        "sequence": pick("sequence", default="UNSPECIFIED").map(
+    def gap():
+        between = pick("between", "p_between", default=top_between)
+        codes, combos = combine([between, thickness()])
+        return Col(codes, [(_num(between.values[b]) - thickness().values[t]) if between.values[b] is not None
+                           else 0.0 for b, t in combos])
+
+    unknown = par.CONTRASTS.index("UNKNOWN")
+    makers = {
+        "slice": lambda: ints("slice", "in_stack", default=1), "echo": lambda: ints("echo", default=1),
+        "dynamic": lambda: ints("dynamic", "temporal_index", default=1), "phase": lambda: ints("phase", default=1),
+        "type": lambda: pick("type", default="M").map(
+            lambda x: _code(x, par.IMAGE_TYPES, "image type (2005,1011)", where)),
+        "sequence": lambda: pick("sequence", default="UNSPECIFIED").map(
             lambda x: _code(x, par.SEQUENCES, "scanning sequence (2005,106E)", where)),
-        "index": None,  # the row each frame goes to: set once the row order is known
-        "bits": Col.const(bits, nframes), "recon_x": Col.const(columns, nframes), "recon_y": Col.const(rows, nframes),
-        "angulation_ap": geo(lambda g: g[3]["angulation_ap"]), "angulation_fh": geo(lambda g: g[3]["angulation_fh"]),
-        "angulation_rl": geo(lambda g: g[3]["angulation_rl"]),
-        "offcentre_ap": geo(lambda g: g[0][1]), "offcentre_fh": geo(lambda g: g[0][2]),
-        "offcentre_rl": geo(lambda g: g[0][0]),
-        "thickness": thickness,
-        "gap": Col(gaps_codes, [(_num(between.values[b]) - thickness.values[t]) if between.values[b] is not None
-                                else 0.0 for b, t in gap_combos]),
-        "display_orientation": upper("display", default="NONE").map(
+        "index": None,  # the row each frame goes to: known once the rows are ordered
+        "bits": lambda: Col.const(bits, nframes),
+        "scan_percentage": lambda: pick("percent", default=top_percent).map(lambda x: int(_num(x, 100))),
+        "recon_x": lambda: Col.const(columns, nframes), "recon_y": lambda: Col.const(rows, nframes),
+        "rescale_intercept": lambda: floats("ri", "p_ri", default=0),
+        "rescale_slope": lambda: floats("rs", "p_rs", default=1, fallback=1.0),
+        "scale_slope": lambda: floats("ss", default=None, fallback=1.0),
+        "window_center": lambda: pick("wc", "p_wc", default=0).map(_round),
+        "window_width": lambda: pick("ww", "p_ww", default=0).map(_round),
+        "angulation_ap": lambda: geo(lambda g: g[3]["angulation_ap"]),
+        "angulation_fh": lambda: geo(lambda g: g[3]["angulation_fh"]),
+        "angulation_rl": lambda: geo(lambda g: g[3]["angulation_rl"]),
+        "offcentre_ap": lambda: geo(lambda g: g[0][1]), "offcentre_fh": lambda: geo(lambda g: g[0][2]),
+        "offcentre_rl": lambda: geo(lambda g: g[0][0]),
+        "thickness": thickness, "gap": gap,
+        "display_orientation": lambda: upper("display", default="NONE").map(
             lambda x: par.DISPLAY.index(x) if x in par.DISPLAY else 0),
-        "slice_orientation": geo(lambda g: g[3]["slice_orientation"]),
-        "ed_es": upper("ed_es", default="U").map(lambda x: par.ED_ES.get(x, 2)),
-        "spacing_x": geo(lambda g: g[1]), "spacing_y": geo(lambda g: g[2]),
-        "contrast": upper("contrast", default=top_contrast).map(
+        "slice_orientation": lambda: geo(lambda g: g[3]["slice_orientation"]),
+        "fmri_status": lambda: ints("fmri", default=0),
+        "ed_es": lambda: upper("ed_es", default="U").map(lambda x: par.ED_ES.get(x, 2)),
+        "spacing_x": lambda: geo(lambda g: g[1]), "spacing_y": lambda: geo(lambda g: g[2]),
+        "echo_time": lambda: floats("te", "effective_te", default=0),
+        "dyn_time": lambda: floats("dyn_time", default=0),
+        "trigger_time": lambda: floats("trigger", "trigger_delay", default=0),
+        "b_factor": lambda: floats("b_factor", "b_value", default=0),
+        "averages": lambda: ints("averages", default=1), "flip_angle": lambda: floats("flip", default=0),
+        "heart_rate": lambda: ints("heart_rate", default=0), "rr_low": lambda: ints("rr_low", default=0),
+        "rr_high": lambda: ints("rr_high", default=0), "turbo": lambda: ints("turbo", default=0),
+        "inversion_delay": lambda: floats("inversion", default=0),
+        "b_number": lambda: ints("b_number", default=1), "gradient_number": lambda: ints("gradient_number", default=1),
+        "contrast": lambda: upper("contrast", default=top_contrast).map(
             lambda x: par.CONTRASTS.index(x) if x in par.CONTRASTS else unknown),
-        "anisotropy": upper("anisotropy", default="").map(lambda x: par.ANISOTROPY.get(x, 0)),
-        "label": upper("label", default="").map(lambda x: 2 if x == "LABEL" else 1),
-    })
-    return {name: col[name] for name in par.COLUMNS}
+        "anisotropy": lambda: upper("anisotropy", default="").map(lambda x: par.ANISOTROPY.get(x, 0)),
+        "diffusion_ap": lambda: floats("diff_ap", default=0), "diffusion_fh": lambda: floats("diff_fh", default=0),
+        "diffusion_rl": lambda: floats("diff_rl", default=0),
+        "label": lambda: upper("label", default="").map(lambda x: 2 if x == "LABEL" else 1),
+    }
+    return LazyColumns({name: None if makers[name] is None else _Later(makers[name]) for name in par.COLUMNS})
 
 
 def row_order(mode3d: bool, columns: dict):
@@ -630,6 +690,6 @@ def image_lines(columns: dict, order, version: str) -> list[str]:
 def records_from_values(ds, values: dict, where) -> list[dict]:
     """PAR image records (dicts, frame order, ``index`` = frame number) from the values of ``read_fast``."""
     columns = columns_from_values(ds, values, where)
-    nframes = len(next(iter(values.values())))
+    nframes = len(values["dynamic"])
     lists = [list(range(nframes)) if name == "index" else col.tolist() for name, col in columns.items()]
     return [dict(zip(columns, row)) for row in zip(*lists)]
