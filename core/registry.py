@@ -198,7 +198,7 @@ def _may_offer_entry_points() -> bool:
     if any(getattr(finder, "find_distributions", None) is not None and finder is not importlib.machinery.PathFinder
            for finder in sys.meta_path):
         return True
-    header = re.compile(rf"^\s*\[\s*{ENTRY_POINT_GROUP}\s*\]\s*$", re.MULTILINE)
+    header = re.compile(rb"^\s*\[\s*" + ENTRY_POINT_GROUP.encode() + rb"\s*\]\s*$", re.MULTILINE)
     for entry in sys.path:
         folder = entry or "."
         if not os.path.isdir(folder) or folder.endswith(".egg"):
@@ -212,7 +212,7 @@ def _may_offer_entry_points() -> bool:
         for child in children:
             if child.lower().endswith((".dist-info", ".egg-info")):
                 try:
-                    with open(os.path.join(folder, child, "entry_points.txt"), encoding="utf-8") as f:
+                    with open(os.path.join(folder, child, "entry_points.txt"), "rb") as f:
                         if header.search(f.read()):
                             return True
                 except OSError:  # no entry points (or an .egg-info file)

@@ -312,6 +312,8 @@ def test_entry_points_are_looked_for_without_importlib_metadata(tmp_path, monkey
     (dist / "entry_points.txt").write_text("[console_scripts]\nother = other:main\n")
     monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), str(tmp_path / "missing")])
     assert not registry._may_offer_entry_points()
+    (dist / "entry_points.txt").write_bytes(b"[console_scripts]\nother = other:main \xff\n")  # not UTF-8
+    assert not registry._may_offer_entry_points()
     (dist / "entry_points.txt").write_text("[console_scripts]\nother = other:main\n\n[ dcmpipe ]\nx = other.x\n")
     assert registry._may_offer_entry_points()
     (tmp_path / "lib.zip").write_bytes(b"")
