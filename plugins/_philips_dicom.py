@@ -510,7 +510,7 @@ def rec_ranges(path: Path, offset: int, size: int, order: list[int]):
         os.close(fd)
 
 
-def rec_chunks(path: Path, offset: int, size: int, order, chunk_bytes: int = 16 << 20, gathered: bool = False):
+def rec_chunks(path: Path, offset: int, size: int, order, chunk_bytes: int = 4 << 20, gathered: bool = False):
     """The frames of ``path`` (``size`` bytes each from ``offset``) in ``order``, a few MB at a time.
 
     For each chunk the frames it needs are read in file order, one read per run of consecutive

@@ -458,8 +458,6 @@ def _item_starts(region: bytes, nframes: int):
 
 def read_fast(path):
     """(top-level data set, per-frame value columns {name: Col}, pixel data offset), or None."""
-    import numpy as np
-
     from dcmpipe.enhanced import EnhancedError, lean_item, read_dataset
 
     with open(path, "rb") as fh:
@@ -497,6 +495,8 @@ def read_fast(path):
         del data
     if region[:4] != ITEM or nframes < 1:
         return None
+    import numpy as np
+
     starts = _item_starts(region, nframes)
     if starts is None:
         return None
