@@ -273,3 +273,16 @@ def test_rec_frames_reordered_in_chunks(tmp_path):
     with pytest.raises(dicom.PhilipsError, match="ends early"):
         dicom._streamed_file(tmp_path / "c.REC", dicom.rec_chunks(source, 4, 6, [10], gathered=True))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_converting_a_philips_file_needs_no_pydicom(tmp_path):
+    """A plain Philips Enhanced MR file is converted by the lean reader: pydicom (0.3 s to import) stays unloaded."""
+    import sys
+
+    code = ("import sys\nfrom dcmpipe.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    print('EXIT', e.code)\n"
+            "print('PYDICOM', 'pydicom' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code, "dcm2par", "-q", "-o", str(tmp_path), str(PHILIPS / "T2_.dcm")],
+                            capture_output=True, text=True)
+    assert "PYDICOM False" in result.stdout, result.stdout + result.stderr
+    assert (tmp_path / "T2_.REC").read_bytes() == (PHILIPS / "T2_.REC").read_bytes()
