@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -274,7 +275,7 @@ def manager() -> _Manager:
     return _manager
 
 
-def get_manager(builtins=None) -> _Manager:
+def get_manager(builtins: Iterable[str] | None = None) -> _Manager:
     """The plugin manager, loaded for a run: the built-ins named in ``builtins`` (default: every
     one), then the installed and local plugins and the built-ins with run hooks."""
     pm = manager()
@@ -290,7 +291,7 @@ def reset() -> None:
     _manager = None
 
 
-def get_registry(steps=None) -> Registry:
+def get_registry(steps: Iterable[tuple[str, str]] | None = None) -> Registry:
     """Every loaded plugin's steps (a broadcast), keyed by verb and id.
 
     ``steps``: the (verb, id) pairs a recipe uses; only the built-ins offering them are imported
