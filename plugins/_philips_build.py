@@ -1,26 +1,34 @@
 """dcms2e's builder: classic Philips MR files of dynamic 1 + PAR/REC -> one Philips-style Enhanced MR file.
 
-A re-arrangement of what the classic files and the PAR already carry
-(../shared/philips/SPEC.md 2.4).  Memory: the classic files (one dynamic) as
-pydicom objects, one template per classic file, and the REC memory-mapped;
-the per-frame items are encoded from byte templates (only the values that
-change are encoded per frame) and written one at a time, the pixel data is
-copied from the REC a few megabytes at a time.
+A re-arrangement of what the classic files and the PAR already carry (../shared/philips/SPEC.md 2.4),
+without pydicom on the usual path:
+
+- The classic files are read by the host's lean reader (memory-mapped, each element's bytes at hand);
+  values copied from them are written as the bytes they were read as (``_philips_write``).
+- The PAR's image lines are numpy columns (``_philips_par``); frames are put in order with ``lexsort``.
+- One byte template per classic file: its per-frame item as fixed byte strings between *slots* (the
+  values that change per frame).  Each slot becomes a column of encoded elements, each distinct value
+  encoded once; the per-frame items are joined column-wise, a few thousand frames per ``join``.
+- The header's length is known before its bytes: the pixel data is copied in a background thread
+  from the REC (in REC order, a few MB at a time) to its place in the temporary file while the
+  header is assembled, and every written range goes to the disk's write-back at once.  The thread
+  also takes each REC image's min/max (for the MR Max/Min FP estimates of dynamics > 1).
+- Memory: the classic files (mapped), the PAR columns, the header's bytes (about 2 kB per frame)
+  and two 16 MB chunks of pixel data; never the whole REC.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
-import io
 import os
 import struct
+from itertools import chain
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import _philips_par as par
-from ._philips_dicom import (DD001, ENHANCED_MR, MR001, MR005, MR_IMAGE, PhilipsError, _streamed_file, private_tag,
-                             rec_chunks, rec_ranges)
+from . import _philips_write as w
+from ._philips_dicom import DD001, ENHANCED_MR, MR001, MR005, MR_IMAGE, PhilipsError
 
 MR004 = (0x2005, "Philips MR Imaging DD 004")
 MR006 = (0x2005, "Philips MR Imaging DD 006")
@@ -76,9 +84,10 @@ STRICT_DIFFS = """\
   removed (dciodvfy: not a unit vector).
 """
 
-
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root, as pydicom.uid.generate_uid() uses it
 _UID_RANGE = 10 ** (64 - len(UID_ROOT))
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+FRAMES_PER_JOIN = 2000  # per-frame items joined and written this many at a time
 
 
 def _uid() -> str:
@@ -86,6 +95,21 @@ def _uid() -> str:
     import secrets
 
     return f"{UID_ROOT}{secrets.randbelow(_UID_RANGE)}"[:64]
+
+
+def _uid_prefix(count: int) -> tuple[str, int]:
+    """(a new random prefix, first number): ``prefix + str(first + k)`` for k < count are new UIDs of one length.
+
+    One random root per file (as many random digits as fit), then a counter with a fixed number of
+    digits (no leading zero): unique like ``count`` random UIDs, made without one random draw each.
+    """
+    import secrets
+
+    digits = len(str(max(count, 1))) + 1
+    first = 10 ** (digits - 1)
+    random_digits = min(64 - len(UID_ROOT) - 1 - digits, 30)
+    root = secrets.randbelow(9 * 10 ** (random_digits - 1)) + 10 ** (random_digits - 1)
+    return f"{UID_ROOT}{root}.", first
 
 
 def _ds_text(value: float) -> str:
@@ -110,210 +134,201 @@ def _dt_plus(text: str, seconds: float) -> str:
     return out
 
 
-ITEM_START = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
-ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
-
-# -- encoding explicit VR little endian elements by hand (the per-frame values) -------------------
-
-_PAD = {"UI": b"\0"}
-
-
-@functools.lru_cache(maxsize=1024)
-def _head(tag: int, vr: str) -> bytes:
-    return struct.pack("<HH2s", tag >> 16, tag & 0xFFFF, vr.encode())
-
-
-_BINARY = {"FL": struct.Struct("<f"), "FD": struct.Struct("<d"), "SS": struct.Struct("<h"), "UL": struct.Struct("<I")}
-_LENGTH = struct.Struct("<H")
-
-
-def _element(tag: int, vr: str, value) -> bytes:
-    """One explicit VR little endian element (short-length VRs only)."""
-    return _encoder(tag, vr)(value)
-
-
-@functools.lru_cache(maxsize=1024)
-def _encoder(tag: int, vr: str):
-    """A function value -> the bytes of one explicit VR little endian element ``tag``, ``vr`` (short VRs)."""
-    head = _head(tag, vr)
-    if vr in _BINARY:
-        code = _BINARY[vr].format[-1]
-        single = struct.Struct("<4s2sH" + code)
-        width = _BINARY[vr].size
-
-        def binary(value):
-            if isinstance(value, (list, tuple)):
-                return head + _LENGTH.pack(width * len(value)) + struct.pack("<%d%s" % (len(value), code), *value)
-            return single.pack(head[:4], head[4:], width, value)
-
-        return binary
-    pad = _PAD.get(vr, b" ")
-
-    def text(value):
-        data = str(value).encode("latin-1")
-        if len(data) & 1:
-            data += pad
-        return head + _LENGTH.pack(len(data)) + data
-
-    return text
-
-
-@functools.lru_cache(maxsize=1024)
-def _memo_encoder(tag: int, vr: str):
-    """``_encoder(tag, vr)`` that encodes each distinct text value once (window values, dynamic numbers repeat)."""
-    encode = _encoder(tag, vr)
-    memo = {}
-
-    def encode_text(value):
-        if type(value) is not str:
-            return encode(value)
-        encoded = memo.get(value)
-        if encoded is None:
-            if len(memo) > 100_000:
-                memo.clear()
-            encoded = memo[value] = encode(value)
-        return encoded
-
-    return encode_text
-
-
-def _encode(ds) -> bytes:
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
-
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_dataset(fp, ds)
-    return fp.getvalue()
-
-
-def _undefined_lengths(ds) -> None:
-    """Sequences and items of ``ds`` with undefined lengths, so frame templates can be spliced."""
-    for element in ds:
-        if element.VR == "SQ":
-            element.is_undefined_length = True
-            for item in element.value:
-                item.is_undefined_length_sequence_item = True
-                _undefined_lengths(item)
-
-
-class _Template:
-    """A per-frame item as bytes, split around the elements that change from frame to frame."""
-
-    MARK = 0x7FFF0000
-
-    def __init__(self, item, variable: dict):
-        """``variable``: name -> (dataset inside ``item`` holding it, tag, VR)."""
-        self.order = []
-        markers = {}
-        for number, (name, (holder, tag, vr)) in enumerate(variable.items()):
-            marker = f"@@{number:04d}@@"
-            holder.add_new(tag, "LO" if vr not in ("UL", "FL", "FD", "SS") else vr, None)
-            if vr in ("UL", "FL", "FD", "SS"):
-                holder[tag].VR = "LO"
-            holder[tag].value = marker
-            markers[name] = (tag, vr, _element(tag, "LO", marker))
-        _undefined_lengths(item)
-        data = _encode(item)
-        pieces = []
-        position = 0
-        found = sorted((data.index(encoded), name) for name, (tag, vr, encoded) in markers.items())
-        for at, name in found:
-            pieces.append(data[position:at])
-            position = at + len(markers[name][2])
-            self.order.append((name, markers[name][0], markers[name][1]))
-        pieces.append(data[position:])
-        self.pieces = pieces
-
-    def render(self, values: dict) -> bytes:
-        """The item's bytes; values still the very objects of ``self.base`` reuse their encoding."""
-        base = self.base
-        cache = self.__dict__.get("encoded")
-        if cache is None:
-            cache = self.encoded = {name: _element(tag, vr, base[name]) for name, tag, vr in self.order if name in base}
-            self.encoders = [(name, _memo_encoder(tag, vr) if vr not in _BINARY else _encoder(tag, vr), piece)
-                             for (name, tag, vr), piece in zip(self.order, self.pieces[1:])]
-            self.skeleton = [piece for piece in self.pieces for _ in (0, 1)][:-1]  # pieces at even places
-        out = self.skeleton.copy()
-        out[1::2] = [cache[name] if name in cache and values[name] is base[name] else encode(values[name])
-                     for name, encode, piece in self.encoders]
-        return b"".join(out)
-
-
 # -- reading and checking the inputs --------------------------------------------------------------
 
 
-def _pvalue(ds, creator, offset, default=None):
-    tag = private_tag(ds, creator, offset)
-    if tag is None or tag not in ds:
-        return default
-    value = ds[tag].value
-    return default if value in (None, "") else value
+class Classic:
+    """One classic file: its lean data set, its private blocks, its 140F item and PAR key."""
+
+    __slots__ = ("path", "ds", "blocks", "c140", "key")
+
+    def __init__(self, path: Path, ds):
+        self.path, self.ds = path, ds
+        self.blocks = {group: _blocks_of(ds, group) for group in (0x2001, 0x2005)}
+        self.c140 = None
+        self.key = None
+
+    def tag(self, creator: tuple, offset: int):
+        """The full tag of a private element by creator and offset, or None if its block is absent."""
+        group, name = creator
+        block = self.blocks[group].get(name)
+        return None if block is None else (group << 16) | (block << 8) | offset
+
+    def element(self, creator: tuple, offset: int):
+        tag = self.tag(creator, offset)
+        return None if tag is None else self.ds.get(tag)
+
+    def pvalue(self, creator: tuple, offset: int, default=None):
+        el = self.element(creator, offset)
+        if el is None:
+            return default
+        value = el.value
+        return default if value is None or value == "" else value
 
 
-def _key_of_classic(ds) -> tuple:
-    return (int(_pvalue(ds, DD001, 0x0A, 1)), int(ds.get("EchoNumbers", 1) or 1), int(_pvalue(ds, DD001, 0x08, 1)),
-            par.IMAGE_TYPES.index(str(_pvalue(ds, MR001, 0x11, "M")).strip().upper()),
-            par.SEQUENCES.index(str(_pvalue(ds, MR001, 0x6E, "UNSPECIFIED")).strip().upper()),
-            int(_pvalue(ds, MR005, 0x12, 1)), int(_pvalue(ds, MR005, 0x13, 1)),
-            2 if str(_pvalue(ds, MR005, 0x29, "")).strip().upper() == "LABEL" else 1)
+def _blocks_of(ds, group: int) -> dict:
+    """{creator name: block} of one group of a lean data set (the first block of a creator wins)."""
+    raw = getattr(ds, "_raw", None)  # the host's LeanDataset: its tags
+    low, high = (group << 16) | 0x10, (group << 16) | 0xFF
+    tags = sorted(t for t in raw if low <= t <= high) if raw is not None else \
+        [t for t in range(low, high + 1) if t in ds]
+    blocks = {}
+    for tag in tags:
+        value = ds.get(tag).value
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            value = bytes(value).decode("latin-1")
+        blocks.setdefault(str(value).strip(), tag & 0xFF)
+    return blocks
 
 
-def _key_of_record(r: dict) -> tuple:
-    return (r["slice"], r["echo"], r["phase"], r["type"], r["sequence"], r["b_number"], r["gradient_number"],
-            r["label"])
+def _lean_copy(ds, path: Path):
+    """A pydicom data set (a file the lean reader leaves to pydicom) as a lean one: encoded as explicit VR
+    little endian, then walked (so every file is handled alike from here on)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from dcmpipe.enhanced import lean_item
+
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    try:
+        write_dataset(fp, ds)
+        item, _ = lean_item(w.ITEM_START + fp.getvalue() + w.ITEM_END)
+    except Exception as exc:  # noqa: BLE001 - anything pydicom or the walk refuses: one line
+        raise PhilipsError(f"{path}: cannot be re-encoded as explicit VR little endian ({exc})") from None
+    return item
 
 
-def read_classic(folder: Path, files: list | None = None) -> list:
-    """The classic files (``files``, else every visible file of ``folder``) as (path, data set)."""
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
+def read_classic(folder: Path, files: list | None = None) -> list[Classic]:
+    """The classic files (``files``, else every visible file of ``folder``), sorted by path."""
+    from dcmpipe.enhanced import EnhancedError, LeanDataset, read_dataset
 
     if files is None:
         files = [p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")]
-    files = sorted(Path(p) for p in files)
     out = []
-    for path in files:
+    for path in sorted(Path(p) for p in files):
         try:
-            ds = dcmread(path)
-        except (InvalidDicomError, OSError, EOFError, ValueError, struct.error) as exc:
-            raise PhilipsError(f"{path}: not a readable DICOM file ({exc})") from None
-        out.append((path, ds))
+            ds = read_dataset(path, pixels=True, lean=True)
+        except EnhancedError as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
+            raise PhilipsError(f"{path}: not a readable DICOM file ({reason})") from None
+        if not isinstance(ds, LeanDataset):
+            ds = _lean_copy(ds, path)
+        out.append(Classic(path, ds))
     if not out:
         raise PhilipsError(f"{folder}: no classic DICOM files")
     return out
 
 
+def _text(ds, tag: int, default: str = "") -> str:
+    """The value of a text element as pydicom's ``str()`` gives it (padding stripped), or ``default``."""
+    el = ds.get(tag)
+    if el is None:
+        return default
+    v = el.value
+    if isinstance(v, list):
+        return "\\".join(str(x) for x in v)
+    return str(v) if v is not None else ""
+
+
+def _key_of_classic(c: Classic) -> tuple:
+    ds = c.ds
+    return (int(c.pvalue(DD001, 0x0A, 1)), int(ds.get(0x00180086) and ds.get(0x00180086).value or 1),
+            int(c.pvalue(DD001, 0x08, 1)),
+            par.IMAGE_TYPES.index(str(c.pvalue(MR001, 0x11, "M")).strip().upper()),
+            par.SEQUENCES.index(str(c.pvalue(MR001, 0x6E, "UNSPECIFIED")).strip().upper()),
+            int(c.pvalue(MR005, 0x12, 1)), int(c.pvalue(MR005, 0x13, 1)),
+            2 if str(c.pvalue(MR005, 0x29, "")).strip().upper() == "LABEL" else 1)
+
+
+KEY_COLUMNS = ("slice", "echo", "phase", "type", "sequence", "b_number", "gradient_number", "label")
+
+
+def _row_keys(cols: dict, keys: list) -> "object":
+    """For every PAR row, the index in ``keys`` (classic keys, tuples of KEY_COLUMNS) of its key, -1 if none."""
+    import numpy as np
+
+    n = len(cols["slice"])
+    code = np.zeros(n, dtype=np.int64)
+    key_codes = [0] * len(keys)
+    radix = 1
+    for k, name in enumerate(KEY_COLUMNS):
+        values, inverse = np.unique(cols[name], return_inverse=True)
+        if radix * (len(values) + 1) >= 2 ** 62:
+            break
+        code += inverse.reshape(-1) * radix
+        lookup = {v: i for i, v in enumerate(values.tolist())}
+        for j, key in enumerate(keys):
+            key_codes[j] += lookup.get(key[k], len(values)) * radix
+        radix *= len(values) + 1
+    else:
+        order = np.argsort(key_codes, kind="stable")
+        sorted_codes = np.asarray(key_codes, dtype=np.int64)[order]
+        at = np.searchsorted(sorted_codes, code).clip(0, max(len(keys) - 1, 0))
+        found = sorted_codes[at] == code if len(keys) else np.zeros(n, dtype=bool)
+        return np.where(found, order[at], -1)
+    # Too many distinct values to code the key as one integer: by tuples.
+    lookup = {key: j for j, key in enumerate(keys)}
+    rows = zip(*(cols[name].tolist() for name in KEY_COLUMNS))
+    return np.fromiter((lookup.get(key, -1) for key in rows), dtype=np.int64, count=n)
+
+
 def check_inputs(classic: list, parsed: par.ParFile, rec_path: Path, folder) -> dict:
-    """Every check of SPEC 2.4 before anything is written; returns {key: PAR record} of dynamic 1."""
+    """Every check of SPEC 2.4 before anything is written; returns {key: PAR row} of dynamic 1."""
+    import numpy as np
+
     problems = []
-    first = classic[0][1]
-    for path, ds in classic:
-        if str(ds.get("SOPClassUID", "")) != MR_IMAGE:
-            raise PhilipsError(f"{path}: not a classic MR Image Storage file (SOP Class {ds.get('SOPClassUID')})")
-        if "PHILIPS" not in str(ds.get("Manufacturer", "")).upper():
-            raise PhilipsError(f"{path}: not a Philips file (Manufacturer {str(ds.get('Manufacturer', ''))!r})")
-        if private_tag(ds, MR005, 0x0F) is None or not ds[private_tag(ds, MR005, 0x0F)].value:
-            raise PhilipsError(f"{path}: no private group (2005,140F) of 'Philips MR Imaging DD 005' with the "
+    first = classic[0].ds
+    series = _text(first, 0x0020000E)
+    for c in classic:
+        ds = c.ds
+        sop_class = _text(ds, 0x00080016)
+        if sop_class != MR_IMAGE:
+            raise PhilipsError(f"{c.path}: not a classic MR Image Storage file (SOP Class {sop_class or None})")
+        manufacturer = _text(ds, 0x00080070)
+        if "PHILIPS" not in manufacturer.upper():
+            raise PhilipsError(f"{c.path}: not a Philips file (Manufacturer {manufacturer!r})")
+        seq = c.element(MR005, 0x0F)
+        items = seq.value if seq is not None and seq.VR == "SQ" else None
+        if not items:
+            raise PhilipsError(f"{c.path}: no private group (2005,140F) of 'Philips MR Imaging DD 005' with the "
                                "enhanced attributes (older releases do not write it)")
-        if ds.SeriesInstanceUID != first.SeriesInstanceUID:
-            raise PhilipsError(f"{path}: another series than {classic[0][0].name} (Series Instance UID differs)")
-    dynamics = {int(ds.get("TemporalPositionIdentifier", 1) or 1) for _, ds in classic}
+        c.c140 = items[0]
+        if _text(ds, 0x0020000E) != series:
+            raise PhilipsError(f"{c.path}: another series than {classic[0].path.name} (Series Instance UID differs)")
+        if 0x7FE00010 not in ds:
+            raise PhilipsError(f"{c.path}: no pixel data")
+    dynamics = set()
+    for c in classic:
+        el = c.ds.get(0x00200100)
+        dynamics.add(int(el.value or 1) if el is not None else 1)
     if dynamics != {1}:
         problems.append(f"the classic files hold dynamics {sorted(dynamics)}, expected only dynamic 1")
+    cols = parsed.columns
     acq = str(parsed.get("Acquisition nr", "")).strip()
-    if acq and str(first.get("AcquisitionNumber", "")).strip() != acq:
-        problems.append(f"acquisition number differs: classic {first.get('AcquisitionNumber')}, PAR {acq}")
-    for name in ("Rows", "Columns"):
-        key = "recon_y" if name == "Rows" else "recon_x"
-        values = {r[key] for r in parsed.records}
-        if values != {int(first.get(name))}:
-            problems.append(f"{name} differ: classic {first.get(name)}, PAR {sorted(values)}")
-    if {r["bits"] for r in parsed.records} != {int(first.BitsAllocated)}:
+    if acq and _text(first, 0x00200012).strip() != acq:
+        problems.append(f"acquisition number differs: classic {_text(first, 0x00200012) or None}, PAR {acq}")
+    for name, tag, key in (("Rows", 0x00280010, "recon_y"), ("Columns", 0x00280011, "recon_x")):
+        values = set(np.unique(cols[key]).tolist())
+        el = first.get(tag)
+        if el is None or values != {int(el.value)}:
+            problems.append(f"{name} differ: classic {el.value if el is not None else None}, PAR {sorted(values)}")
+    bits = first.get(0x00280100)
+    if bits is None or set(np.unique(cols["bits"]).tolist()) != {int(bits.value)}:
         problems.append("bits per pixel differ between the classic files and the PAR")
-    dyn1 = {_key_of_record(r): r for r in parsed.records if r["dynamic"] == 1}
-    slices_par = {r["slice"] for r in parsed.records}
-    slices_classic = {int(_pvalue(ds, DD001, 0x0A, 1)) for _, ds in classic}
+    for c in classic:
+        c.key = _key_of_classic(c)
+    seen = {}
+    for c in classic:
+        if c.key in seen:
+            problems.append(f"{seen[c.key].name} and {c.path.name} have the same slice/echo/type/label")
+        seen.setdefault(c.key, c.path)
+    rows1 = np.flatnonzero(cols["dynamic"] == 1)
+    dyn1 = {}
+    for row, key in zip(rows1.tolist(), zip(*(cols[name][rows1].tolist() for name in KEY_COLUMNS))):
+        dyn1[key] = row
+    slices_par = set(np.unique(cols["slice"]).tolist())
+    slices_classic = {c.key[0] for c in classic}
     if slices_par != slices_classic:
         problems.append(f"slice count differs: classic {len(slices_classic)}, PAR {len(slices_par)}")
     if len(dyn1) != len(classic):
@@ -322,121 +337,435 @@ def check_inputs(classic: list, parsed: par.ParFile, rec_path: Path, folder) -> 
         raise PhilipsError(f"{folder}: " + "; ".join(problems) + "; nothing written")
     size = parsed.image_bytes()
     rec_size = rec_path.stat().st_size
-    needed = (max(r["index"] for r in parsed.records) + 1) * size
-    if rec_size < needed:
+    needed = (int(cols["index"].max()) + 1) * size
+    if rec_size < needed or int(cols["index"].min()) < 0:
         raise PhilipsError(f"{rec_path}: {rec_size} bytes, the PAR needs {needed} (truncated REC); nothing written")
-    with open(rec_path, "rb") as fh:
-        for path, ds in classic:
-            record = dyn1.get(_key_of_classic(ds))
-            if record is None:
-                raise PhilipsError(f"{path}: no PAR image of dynamic 1 with its slice/echo/type/label; nothing written")
-            fh.seek(record["index"] * size)
-            if fh.read(size) != bytes(ds.PixelData[:size]):
-                raise PhilipsError(f"{path}: pixel data differs from REC image {record['index']} of dynamic 1 "
-                                   "(not the same acquisition?); nothing written")
-            rs, ri = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
-            ss = float(_pvalue(ds, MR001, 0x0E, 1.0))
-            if (abs(rs - record["rescale_slope"]) > 1e-5 * max(1, abs(rs)) + 1e-5
-                    or abs(ri - record["rescale_intercept"]) > 1e-5 * max(1, abs(ri)) + 1e-5
-                    or abs(ss - record["scale_slope"]) > 1e-5 * abs(ss) + 1e-9):
-                raise PhilipsError(f"{path}: rescale slope/intercept or scale slope differ from the PAR's dynamic 1; "
+    fd = os.open(rec_path, os.O_RDONLY)
+    try:
+        for c in classic:
+            ds = c.ds
+            row = dyn1.get(c.key)
+            if row is None:
+                raise PhilipsError(f"{c.path}: no PAR image of dynamic 1 with its slice/echo/type/label; "
                                    "nothing written")
+            index = int(cols["index"][row])
+            if os.pread(fd, size, index * size) != bytes(ds.get(0x7FE00010).value[:size]):
+                raise PhilipsError(f"{c.path}: pixel data differs from REC image {index} of dynamic 1 "
+                                   "(not the same acquisition?); nothing written")
+            rs, ri = float(_number(ds, 0x00281053, 1)), float(_number(ds, 0x00281052, 0))
+            ss = float(c.pvalue(MR001, 0x0E, 1.0))
+            par_rs, par_ri = float(cols["rescale_slope"][row]), float(cols["rescale_intercept"][row])
+            par_ss = float(cols["scale_slope"][row])
+            if (abs(rs - par_rs) > 1e-5 * max(1, abs(rs)) + 1e-5
+                    or abs(ri - par_ri) > 1e-5 * max(1, abs(ri)) + 1e-5
+                    or abs(ss - par_ss) > 1e-5 * abs(ss) + 1e-9):
+                raise PhilipsError(f"{c.path}: rescale slope/intercept or scale slope differ from the PAR's dynamic 1; "
+                                   "nothing written")
+    finally:
+        os.close(fd)
     return dyn1
 
 
-# -- building ----------------------------------------------------------------------------------------
+def _number(ds, tag: int, default):
+    """A number-valued element's value (pydicom's ``ds.get(keyword, default)``)."""
+    el = ds.get(tag)
+    return default if el is None else el.value
 
 
-def _copied(element):
-    """A copy of a data element that can be changed without changing ``element`` (values are replaced, never
-    changed in place, except the items of sequences: those are copied deeply)."""
-    return copy.deepcopy(element) if element.VR == "SQ" else copy.copy(element)
+# -- building: the top level and the shared groups ----------------------------------------------------
 
 
-def _copy_privates(source, target, wanted: list) -> None:
-    """Copy private elements (creator, offset) of ``source`` into ``target``, in the same blocks."""
-    for creator, offset in wanted:
-        tag = private_tag(source, creator, offset)
-        if tag is None or tag not in source:
-            continue
-        creator_tag = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
-        if creator_tag not in target:
-            target.add(_copied(source[creator_tag]))
-        target.add(_copied(source[tag]))  # copies: the classic data set stays as read
+def _has(ds, tag: int) -> bool:
+    return ds.get(tag) is not None
 
 
-def _put_private(ds, creator: tuple, block: int, offset: int, vr: str, value) -> None:
-    """Add a private element in Philips' own block (the pointers of the dimension index name it)."""
-    group, name = creator
-    ds.add_new((group << 16) | block, "LO", name)
-    ds.add_new((group << 16) | (block << 8) | offset, vr, value)
+def _from(item: dict, name: str, holders: tuple, default) -> None:
+    """``item[name] =`` the element of the first holder that has it (its bytes), else ``default`` encoded."""
+    tag, vr = w.KEYWORDS[name]
+    for holder in holders:
+        el = holder.get(tag)
+        if el is not None:
+            item[tag] = w.copy_as(el, tag, vr)
+            return
+    item[tag] = w.value(tag, vr, default)
 
 
-def _item(**values):
-    from pydicom import Dataset
-
-    ds = Dataset()
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
-    return ds
+def _put(item: dict, name: str, v) -> None:
+    tag, vr = w.KEYWORDS[name]
+    item[tag] = w.value(tag, vr, v)
 
 
-def _seq(*items):
-    return list(items)
+def _shared_groups(c: Classic, c140) -> dict:
+    ds = c.ds
+    both = (ds, c140)
 
-
-def _shared_groups(c, c140):
-    from pydicom import Dataset
-
-    def g(keyword, default=None, source=None):
-        for holder in ((source,) if source is not None else (c, c140)):
-            if keyword in holder:
-                return holder[keyword].value
+    def value_of(name, default):
+        tag = w.tag_of(name)
+        for holder in both:
+            el = holder.get(tag)
+            if el is not None:
+                return el.value
         return default
 
-    shared = Dataset()
-    shared.MRImagingModifierSequence = [_item(PixelBandwidth=g("PixelBandwidth", 0), MagnetizationTransfer=g("MagnetizationTransfer", "NONE"),
-                                              BloodSignalNulling=g("BloodSignalNulling", "NO"), Tagging=g("Tagging", "NONE"),
-                                              TransmitterFrequency=float(g("ImagingFrequency", 0)))]
-    coil = _item(ReceiveCoilName=g("ReceiveCoilName", ""), ReceiveCoilManufacturerName=g("ReceiveCoilManufacturerName", ""),
-                 ReceiveCoilType=g("ReceiveCoilType", "MULTICOIL"), QuadratureReceiveCoil=g("QuadratureReceiveCoil", "NO"))
-    if "MultiCoilElementName" in c140:
-        coil.MultiCoilDefinitionSequence = [_item(MultiCoilElementName=c140.MultiCoilElementName,
-                                                  MultiCoilElementUsed=g("MultiCoilElementUsed", "YES"))]
-    shared.MRReceiveCoilSequence = [coil]
-    transmit = str(g("TransmitCoilName", "") or "")
-    shared.MRTransmitCoilSequence = [_item(TransmitCoilName=transmit[:1] if transmit else "",
-                                           TransmitCoilManufacturerName=g("TransmitCoilManufacturerName", ""),
-                                           TransmitCoilType=g("TransmitCoilType", "BODY"))]
-    timing = _item(RepetitionTime=g("RepetitionTime", 0), EchoTrainLength=g("EchoTrainLength", 1), FlipAngle=g("FlipAngle", 90))
-    if "OperatingModeSequence" in c140:
-        timing.OperatingModeSequence = c140.OperatingModeSequence
-    timing.GradientOutputType = g("GradientOutputType", "DB_DT")
-    timing.GradientOutput = g("GradientOutput", 0.0)
-    timing.SpecificAbsorptionRateSequence = [_item(SpecificAbsorptionRateDefinition=g("SpecificAbsorptionRateDefinition", "IEC_WHOLE_BODY"),
-                                                   SpecificAbsorptionRateValue=g("SpecificAbsorptionRateValue", 0.0))]
-    timing.RFEchoTrainLength = g("RFEchoTrainLength", 0)
-    timing.GradientEchoTrainLength = g("GradientEchoTrainLength", 0)
-    shared.MRTimingAndRelatedParametersSequence = [timing]
-    shared.MRModifierSequence = [_item(**{k: g(k, d) for k, d in (
-        ("InversionRecovery", "NO"), ("FlowCompensation", "NONE"), ("Spoiling", "NONE"), ("T2Preparation", "NO"),
-        ("SpectrallySelectedExcitation", "NONE"), ("SpatialPresaturation", "NONE"), ("ParallelReductionFactorInPlane", 1.0),
-        ("ParallelAcquisition", "NO"), ("ParallelAcquisitionTechnique", ""), ("PartialFourier", "NO"),
-        ("ParallelReductionFactorOutOfPlane", 1.0), ("ParallelReductionFactorSecondInPlane", 1.0))})]
-    shared.MRAveragesSequence = [_item(NumberOfAverages=g("NumberOfAverages", 1))]
-    direction = {"COL": "COLUMN", "ROW": "ROW"}.get(str(g("InPlanePhaseEncodingDirection", "ROW")), "ROW")
-    shared.MRFOVGeometrySequence = [_item(PercentSampling=g("PercentSampling", 100), PercentPhaseFieldOfView=g("PercentPhaseFieldOfView", 100),
-                                          InPlanePhaseEncodingDirection=direction,
-                                          MRAcquisitionFrequencyEncodingSteps=g("MRAcquisitionFrequencyEncodingSteps", 0),
-                                          MRAcquisitionPhaseEncodingStepsInPlane=g("MRAcquisitionPhaseEncodingStepsInPlane", 0),
-                                          MRAcquisitionPhaseEncodingStepsOutOfPlane=g("MRAcquisitionPhaseEncodingStepsOutOfPlane", 1))]
-    anatomy = str(_pvalue(c, MR004, 0x97, "") or "")
-    region = _item(CodeValue="", CodingSchemeDesignator="", CodeMeaning="")
+    shared = {}
+    modifier = {}
+    for name, default in (("PixelBandwidth", 0), ("MagnetizationTransfer", "NONE"), ("BloodSignalNulling", "NO"),
+                          ("Tagging", "NONE")):
+        _from(modifier, name, both, default)
+    _put(modifier, "TransmitterFrequency", float(value_of("ImagingFrequency", 0)))
+    _put(shared, "MRImagingModifierSequence", [modifier])
+    coil = {}
+    for name, default in (("ReceiveCoilName", ""), ("ReceiveCoilManufacturerName", ""),
+                          ("ReceiveCoilType", "MULTICOIL"), ("QuadratureReceiveCoil", "NO")):
+        _from(coil, name, both, default)
+    if _has(c140, w.tag_of("MultiCoilElementName")):
+        multi = {}
+        _from(multi, "MultiCoilElementName", (c140,), "")
+        _from(multi, "MultiCoilElementUsed", both, "YES")
+        _put(coil, "MultiCoilDefinitionSequence", [multi])
+    _put(shared, "MRReceiveCoilSequence", [coil])
+    transmit = value_of("TransmitCoilName", "")
+    transmit = str("\\".join(transmit) if isinstance(transmit, list) else transmit or "")
+    transmit_item = {}
+    _put(transmit_item, "TransmitCoilName", transmit[:1] if transmit else "")
+    _from(transmit_item, "TransmitCoilManufacturerName", both, "")
+    _from(transmit_item, "TransmitCoilType", both, "BODY")
+    _put(shared, "MRTransmitCoilSequence", [transmit_item])
+    timing = {}
+    for name, default in (("RepetitionTime", 0), ("EchoTrainLength", 1), ("FlipAngle", 90)):
+        _from(timing, name, both, default)
+    if _has(c140, w.tag_of("OperatingModeSequence")):
+        _from(timing, "OperatingModeSequence", (c140,), [])
+    _from(timing, "GradientOutputType", both, "DB_DT")
+    _from(timing, "GradientOutput", both, 0.0)
+    sar = {}
+    _from(sar, "SpecificAbsorptionRateDefinition", both, "IEC_WHOLE_BODY")
+    _from(sar, "SpecificAbsorptionRateValue", both, 0.0)
+    _put(timing, "SpecificAbsorptionRateSequence", [sar])
+    _from(timing, "RFEchoTrainLength", both, 0)
+    _from(timing, "GradientEchoTrainLength", both, 0)
+    _put(shared, "MRTimingAndRelatedParametersSequence", [timing])
+    modifiers = {}
+    for name, default in (
+            ("InversionRecovery", "NO"), ("FlowCompensation", "NONE"), ("Spoiling", "NONE"), ("T2Preparation", "NO"),
+            ("SpectrallySelectedExcitation", "NONE"), ("SpatialPresaturation", "NONE"),
+            ("ParallelReductionFactorInPlane", 1.0), ("ParallelAcquisition", "NO"), ("ParallelAcquisitionTechnique", ""),
+            ("PartialFourier", "NO"), ("ParallelReductionFactorOutOfPlane", 1.0),
+            ("ParallelReductionFactorSecondInPlane", 1.0)):
+        _from(modifiers, name, both, default)
+    _put(shared, "MRModifierSequence", [modifiers])
+    averages = {}
+    _from(averages, "NumberOfAverages", both, 1)
+    _put(shared, "MRAveragesSequence", [averages])
+    direction = value_of("InPlanePhaseEncodingDirection", "ROW")
+    direction = {"COL": "COLUMN", "ROW": "ROW"}.get(str(direction), "ROW")
+    fov = {}
+    _from(fov, "PercentSampling", both, 100)
+    _from(fov, "PercentPhaseFieldOfView", both, 100)
+    _put(fov, "InPlanePhaseEncodingDirection", direction)
+    _from(fov, "MRAcquisitionFrequencyEncodingSteps", both, 0)
+    _from(fov, "MRAcquisitionPhaseEncodingStepsInPlane", both, 0)
+    _from(fov, "MRAcquisitionPhaseEncodingStepsOutOfPlane", both, 1)
+    _put(shared, "MRFOVGeometrySequence", [fov])
+    anatomy = str(c.pvalue(MR004, 0x97, "") or "")
+    region = {}
+    code = ("", "", "")
     if anatomy.count(".") >= 2:
-        scheme, code, meaning = anatomy.split(".", 2)
-        region = _item(CodeValue=code, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
-    shared.FrameAnatomySequence = [_item(AnatomicRegionSequence=[region], FrameLaterality=g("FrameLaterality", "U"))]
+        scheme, value, meaning = anatomy.split(".", 2)
+        code = (value, scheme, meaning)
+    _put(region, "CodeValue", code[0])
+    _put(region, "CodingSchemeDesignator", code[1])
+    _put(region, "CodeMeaning", code[2])
+    frame_anatomy = {}
+    _put(frame_anatomy, "AnatomicRegionSequence", [region])
+    _from(frame_anatomy, "FrameLaterality", both, "U")
+    _put(shared, "FrameAnatomySequence", [frame_anatomy])
+    shared_private = {}
+    if _has(ds, w.tag_of("InstanceCreatorUID")):
+        _from(shared_private, "InstanceCreatorUID", (ds,), "")
+    _put(shared_private, "SOPClassUID", MR_IMAGE)
+    if _has(ds, w.tag_of("NumberOfPhaseEncodingSteps")):
+        _from(shared_private, "NumberOfPhaseEncodingSteps", (ds,), "")
+    _put_private(shared, MR005, 0x14, 0x0E, w.sequence(0x2005140E, [shared_private]))
     return shared
+
+
+def _put_private(item: dict, creator: tuple, block: int, offset: int, encoded) -> None:
+    """A private element in Philips' own block (the pointers of the dimension index name it)."""
+    group, name = creator
+    item[(group << 16) | block] = w.text((group << 16) | block, "LO", name)
+    item[(group << 16) | (block << 8) | offset] = encoded
+
+
+def _multi(v) -> list:
+    """A multi-valued decoded value as a list (a single value: a list of one)."""
+    if v is None or v == "":
+        return []
+    return list(v) if isinstance(v, list) else [v]
+
+
+def _top_level(classic: list, c140, nframes: int, dims: list, strict: bool, series_start: str) -> tuple:
+    """(top-level elements {tag: bytes} without the functional groups, SOP Instance UID)."""
+    first_c = classic[0]
+    first = first_c.ds
+    drop = (set(PER_IMAGE_PUBLIC) - {0x00080023, 0x00180023, 0x00200012}) | set(DROP_PUBLIC) | {0x7FE00010}
+    for creator, offset in PER_IMAGE_PRIVATE + DROP_PRIVATE:
+        tag = first_c.tag(creator, offset)
+        if tag is not None:
+            drop.add(tag)
+    top = {}
+    for el in first:
+        if el.tag not in drop:
+            top[el.tag] = el
+    for el in c140:
+        if el.tag not in FG_ONLY and el.tag not in top:
+            top[el.tag] = el
+    top = {tag: w.copy(el) for tag, el in top.items()}
+    velocity, minimum = w.tag_of("VelocityEncodingDirection"), w.tag_of("VelocityEncodingMinimumValue")
+    if strict and velocity in top:
+        source = first if first.get(velocity) is not None and velocity not in drop else c140
+        values = _multi(source.get(velocity).value)
+        if not any(float(v) for v in values):
+            del top[velocity]
+            top.pop(minimum, None)
+    contrast = _text(c140, w.tag_of("AcquisitionContrast"), "UNKNOWN")
+    image_type = _multi(first.get(0x00080008).value)[:2] if first.get(0x00080008) is not None \
+        else ["ORIGINAL", "PRIMARY"]
+    _put(top, "ImageType", [str(v) for v in image_type] + [contrast, "NONE"])
+    _put(top, "SOPClassUID", ENHANCED_MR)
+    sop_uid = _uid()
+    _put(top, "SOPInstanceUID", sop_uid)
+    now = datetime.now()
+    _put(top, "InstanceCreationDate", now.strftime("%Y%m%d"))
+    _put(top, "InstanceCreationTime", now.strftime("%H%M%S"))
+    _put(top, "AcquisitionDateTime", series_start)
+    _put(top, "ContentDate", series_start[:8])
+    _put(top, "ContentTime", series_start[8:])
+    _put(top, "ContentQualification", "RESEARCH")
+    _put(top, "ResonantNucleus", _text(first, w.tag_of("ImagedNucleus"), "1H") or "1H")
+    _put(top, "BurnedInAnnotation", "NO")
+    _put(top, "AcquisitionContextSequence", [])
+    _put(top, "NumberOfFrames", nframes)
+    _put(top, "InstanceNumber", 1)
+    duration = first.get(w.tag_of("AcquisitionDuration"))
+    if duration is not None:
+        top[duration.tag] = w.copy_as(duration, duration.tag, "FD")
+    org_uid = _uid()
+    _put(top, "DimensionOrganizationSequence", [{w.tag_of("DimensionOrganizationUID"): w.keyword(
+        "DimensionOrganizationUID", org_uid)}])
+    index_items = []
+    for pointer, group_pointer, label, creator in dims:
+        item = {}
+        _put(item, "DimensionOrganizationUID", org_uid)
+        _put(item, "DimensionIndexPointer", pointer)
+        _put(item, "FunctionalGroupPointer", group_pointer)
+        if creator:
+            _put(item, "DimensionIndexPrivateCreator", creator)
+            _put(item, "FunctionalGroupPrivateCreator", creator)
+        _put(item, "DimensionDescriptionLabel", label)
+        index_items.append(item)
+    _put(top, "DimensionIndexSequence", index_items)
+    return top, sop_uid
+
+
+def _file_meta(sop_uid: str) -> bytes:
+    from dcmpipe import __version__
+
+    meta = {}
+    _put(meta, "FileMetaInformationVersion", b"\x00\x01")
+    _put(meta, "MediaStorageSOPClassUID", ENHANCED_MR)
+    _put(meta, "MediaStorageSOPInstanceUID", sop_uid)
+    _put(meta, "TransferSyntaxUID", EXPLICIT_LE)
+    _put(meta, "ImplementationClassUID", "1.2.826.0.1.3680043.8.498.1")
+    _put(meta, "ImplementationVersionName", f"DCMPIPE_{__version__}"[:16])
+    body = w.dataset(meta)
+    return b"\0" * 128 + b"DICM" + w.number(0x00020000, "UL", len(body)) + body
+
+
+# -- building: one byte template per classic file ------------------------------------------------------
+
+# Slots (values that change per frame): name -> VR of the element (the whole element is the slot's value,
+# except "dyn4": the 4 bytes of a UL dynamic number inside Temporal Position Index / Dimension Index Values).
+SLOTS = {"frame_time": "DT", "dyn4": "UL", "wc": "DS", "ww": "DS", "ri": "DS", "rs": "DS", "sop": "UI",
+         "content_time": "TM", "instance": "IS", "dynamic": "IS", "max_fp": "FL", "min_fp": "FL", "ss": "FL",
+         "fmri": "SS", "dyn_time": "FL"}
+_PRIVATE_SLOTS = (("max_fp", 0x0B), ("min_fp", 0x0C), ("ss", 0x0E), ("fmri", 0x63), ("dyn_time", 0xA0))
+
+
+class Template:
+    """The per-frame item of one classic file: ``fixed[0] slot[0] fixed[1] ... fixed[-1]`` (item tags included),
+    the slots' elements for the classic file itself (``base``) and its values needed per frame."""
+
+    __slots__ = ("fixed", "names", "base", "frame_time", "instance", "slot_tags")
+
+
+def _slot_element(ds, tag: int, name: str, default: str) -> bytes:
+    """A slot's element for the classic file itself: its bytes if it has the slot's VR, else its text."""
+    vr = SLOTS[name]
+    el = ds.get(tag)
+    if el is not None and el.VR == vr:
+        return w.element(tag, vr, el.raw)
+    if el is not None and vr in ("FL", "SS"):
+        return w.value(tag, vr, el.value)
+    return w.text(tag, vr, _text(ds, tag, default) if el is not None else default)
+
+
+def _frame_template(c: Classic, series_start: str, duration_ms: float, div_prefix: bytes, div_suffix: bytes,
+                    ndims: int) -> Template:
+    """The per-frame functional group item of one classic file, as fixed bytes between slots."""
+    ds, c140 = c.ds, c.c140
+    private = {}
+    for tag in PER_IMAGE_PUBLIC:
+        el = ds.get(tag)
+        if el is not None:
+            private[tag] = w.copy(el)
+    for name in ("KSpaceFiltering", "DiffusionAnisotropyType"):
+        tag = w.tag_of(name)
+        el = c140.get(tag)
+        if el is not None and tag not in private:
+            private[tag] = w.copy(el)
+    inversion_tag = w.tag_of("InversionTime")
+    if inversion_tag not in private:
+        el = c.element(MR001, 0xA8)
+        if el is not None and el.value not in (None, "") and el.VR == "DS":
+            private[inversion_tag] = w.element(inversion_tag, "DS", el.raw)
+        else:
+            private[inversion_tag] = w.text(inversion_tag, "DS", _text(ds, el.tag) if el is not None and
+                                            el.value not in (None, "") else "0")
+    copied_blocks = {}
+    for creator, offset in PER_IMAGE_PRIVATE:
+        tag = c.tag(creator, offset)
+        el = None if tag is None else ds.get(tag)
+        if el is None:
+            continue
+        creator_tag = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
+        if creator_tag not in private:
+            private[creator_tag] = w.copy(ds.get(creator_tag))
+            copied_blocks[creator] = (tag >> 8) & 0xFF
+        private[tag] = w.copy(el)
+    if DD001 in copied_blocks:  # the scanner leaves Slice Orientation empty in frames
+        tag = 0x20010000 | (copied_blocks[DD001] << 8) | 0x0B
+        el = ds.get(tag)
+        if el is not None:
+            private[tag] = w.element(tag, el.VR, b"")
+    # The private Image Position is the corner of the first pixel (SPEC 1.5).
+    ipp = [float(v) for v in _multi(ds.get(0x00200032).value)]
+    iop = [float(v) for v in _multi(ds.get(0x00200037).value)]
+    row_spacing, col_spacing = (float(v) for v in _multi(ds.get(0x00280030).value))
+    corner = [ipp[k] - iop[k] * col_spacing / 2 - iop[3 + k] * row_spacing / 2 for k in range(3)]
+    ipp_el = ds.get(0x00200032)
+    private[0x00200032] = w.text(0x00200032, ipp_el.VR, [_ds_text(v) for v in corner])
+
+    t = Template()
+    base = {}
+    slot_tags = {"sop": 0x00080018, "content_time": 0x00080033, "instance": 0x00200013, "dynamic": 0x00200100,
+                 "wc": 0x00281050, "ww": 0x00281051, "ri": 0x00281052, "rs": 0x00281053}
+    defaults = {"sop": None, "content_time": "", "instance": "1", "dynamic": "1", "wc": "0", "ww": "0", "ri": "0",
+                "rs": "1"}
+    for name, tag in slot_tags.items():
+        if name == "sop" and ds.get(tag) is None:
+            raise PhilipsError(f"{c.path}: no SOP Instance UID")
+        base[name] = _slot_element(ds, tag, name, defaults[name])
+        private[tag] = [w.Slot(name)]
+    if MR001 in copied_blocks:
+        for name, offset in _PRIVATE_SLOTS:
+            tag = 0x20050000 | (copied_blocks[MR001] << 8) | offset
+            slot_tags[name] = tag
+            el = ds.get(tag)
+            base[name] = _slot_element(ds, tag, name, "") if el is not None else w.value(tag, SLOTS[name], 0)
+            private[tag] = [w.Slot(name)]
+    t.slot_tags = slot_tags
+
+    frame = {}
+    echo = ds.get(0x00180081)
+    _put(frame, "MREchoSequence", [{w.tag_of("EffectiveEchoTime"): w.keyword(
+        "EffectiveEchoTime", float(echo.value or 0) if echo is not None else 0.0)}])
+    metabolite = {}
+    _from(metabolite, "MetaboliteMapDescription", (c140,), "WATER")
+    _put(frame, "MRMetaboliteMapSequence", [metabolite])
+    contrast = _text(c140, w.tag_of("AcquisitionContrast"), "UNKNOWN")
+    frame_type_el = c140.get(w.tag_of("FrameType"))
+    frame_type = [str(v) for v in _multi(frame_type_el.value)] if frame_type_el is not None else []
+    frame_items = {}
+    if frame_type and any(frame_type):
+        frame_items[frame_type_el.tag] = w.copy_as(frame_type_el, frame_type_el.tag, "CS")
+    else:
+        image_type = ds.get(0x00080008)
+        _put(frame_items, "FrameType",
+             [str(v) for v in _multi(image_type.value)][:2] + [contrast, "NONE"] if image_type is not None
+             else [contrast, "NONE"])
+    for name, default in (("PixelPresentation", "MONOCHROME"), ("VolumetricProperties", "VOLUME"),
+                          ("VolumeBasedCalculationTechnique", "NONE"), ("ComplexImageComponent", "MAGNITUDE")):
+        _from(frame_items, name, (c140,), default)
+    _put(frame_items, "AcquisitionContrast", contrast)
+    _put(frame, "MRImageFrameTypeSequence", [frame_items])
+    content = {
+        0x00189074: [w.Slot("frame_time")],
+        0x00189151: w.text(0x00189151, "DT", series_start),
+        0x00189220: w.number(0x00189220, "FD", duration_ms),
+        0x00209056: w.text(0x00209056, "SH", "1"),
+        0x00209057: w.number(0x00209057, "UL", int(c.pvalue(DD001, 0x0A, 1))),
+        0x00209128: [w.head(0x00209128, "UL", 4), w.Slot("dyn4")],
+        0x00209157: [w.head(0x00209157, "UL", 4 * ndims) + div_prefix, w.Slot("dyn4"), div_suffix],
+    }
+    frame[w.tag_of("FrameContentSequence")] = w.seq_pieces(w.tag_of("FrameContentSequence"), [content])
+    _put(frame, "PlanePositionSequence", [{0x00200032: w.copy(ipp_el)}])
+    _put(frame, "PlaneOrientationSequence", [{0x00200037: w.copy(ds.get(0x00200037))}])
+    measures = {}
+    _from(measures, "SliceThickness", (ds,), 1)
+    if _has(ds, 0x00180088):
+        _from(measures, "SpacingBetweenSlices", (ds,), "")
+    _from(measures, "PixelSpacing", (ds,), "")
+    _put(frame, "PixelMeasuresSequence", [measures])
+    voi = {0x00281050: [w.Slot("wc")], 0x00281051: [w.Slot("ww")]}
+    frame[0x00289132] = w.seq_pieces(0x00289132, [voi])
+    transform = {0x00281052: [w.Slot("ri")], 0x00281053: [w.Slot("rs")], 0x00281054: w.text(0x00281054, "LO", "US")}
+    frame[0x00289145] = w.seq_pieces(0x00289145, [transform])
+    frame[0x20050014] = w.text(0x20050014, "LO", MR005[1])
+    frame[0x2005140F] = w.seq_pieces(0x2005140F, [private])
+    t.fixed, t.names = w.split_template([w.ITEM_START] + w.pieces(frame) + [w.ITEM_END])
+    t.base = base
+    acquired = _text(ds, 0x00080022) + _text(ds, 0x00080032)
+    t.frame_time = acquired or series_start
+    base["frame_time"] = w.text(0x00189074, "DT", t.frame_time)
+    t.instance = _text(ds, 0x00200013, "1")
+    return t
+
+
+# -- building: the per-frame columns -----------------------------------------------------------------------
+
+
+def _column(codes, table: list) -> list:
+    """``[table[c] for c in codes]``: one shared bytes object per distinct value."""
+    return list(map(table.__getitem__, codes.tolist()))
+
+
+def _distinct(values, encode) -> list:
+    """``[encode(v) for v in values]`` (a numpy array), encoding each distinct value once."""
+    import numpy as np
+
+    distinct, codes = np.unique(values, return_inverse=True)
+    return _column(codes.reshape(-1), [encode(v) for v in distinct.tolist()])
+
+
+def _fixed_size(tag: int, vr: str, numbers) -> list:
+    """One element per value of ``numbers`` (numpy, already of the VR's type), as a list of bytes."""
+    import numpy as np
+
+    itemsize = numbers.dtype.itemsize
+    record = np.empty(len(numbers), dtype=[("head", "S8"), ("value", numbers.dtype)])
+    record["head"] = w.head(tag, vr, itemsize)
+    record["value"] = numbers
+    data = record.tobytes()
+    step = 8 + itemsize
+    return [data[k:k + step] for k in range(0, len(data), step)]
+
+
+def _with_bases(column: list, first_dynamic, template_of, templates: list, name: str) -> list:
+    """``column`` with the frames of dynamic 1 taking their classic file's own element."""
+    for f, t in zip(first_dynamic.tolist(), template_of[first_dynamic].tolist()):
+        column[f] = templates[t].base[name]
+    return column
 
 
 def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: bool = False,
@@ -445,11 +774,6 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
 
     ``files``: the classic files of dynamic 1 (default: every visible file of ``folder``).
     """
-    import numpy as np
-    from pydicom import Dataset
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.filewriter import write_file_meta_info
-
     folder, par_path, rec_path, out_path = Path(folder), Path(par_path), Path(rec_path), Path(out_path)
     if out_path.exists():
         from dcmpipe.safefile import TargetExistsError
@@ -460,287 +784,222 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
         parsed = par.read_par(par_path)
     except par.ParError as exc:
         raise PhilipsError(str(exc)) from None
-    dyn1 = check_inputs(classic, parsed, rec_path, folder)
-    by_key = {_key_of_classic(ds): (path, ds) for path, ds in classic}
-    records = parsed.records
-    size = parsed.image_bytes()
-    nframes = len(records)
-    per_dynamic = len(classic)
-    first = classic[0][1]
-    c140 = first[private_tag(first, MR005, 0x0F)].value[0]
+    import numpy as np
 
-    # -- top level: the classic file minus per-image values, plus the classic 140F values ---------------
-    top = Dataset()
-    # Content Date, MR Acquisition Type and Acquisition Number stay at the top as well (the scanner keeps both copies).
-    drop = (set(PER_IMAGE_PUBLIC) - {0x00080023, 0x00180023, 0x00200012}) | set(DROP_PUBLIC) | {0x7FE00010}
-    for creator, offset in PER_IMAGE_PRIVATE + DROP_PRIVATE:
-        tag = private_tag(first, creator, offset)
-        if tag is not None:
-            drop.add(tag)
-    for element in first:
-        if element.tag not in drop:
-            top.add(element)
-    for element in c140:
-        if element.tag not in FG_ONLY and element.tag not in top:
-            top.add(element)
-    if strict and "VelocityEncodingDirection" in top and not any(float(v) for v in top.VelocityEncodingDirection):
-        del top.VelocityEncodingDirection
-        if "VelocityEncodingMinimumValue" in top:
-            del top.VelocityEncodingMinimumValue
-    contrast = str(c140.get("AcquisitionContrast", "UNKNOWN"))
-    image_type = list(first.ImageType)[:2] if "ImageType" in first else ["ORIGINAL", "PRIMARY"]
-    top.ImageType = image_type + [contrast, "NONE"]
-    top.SOPClassUID = ENHANCED_MR
-    top.SOPInstanceUID = _uid()
-    now = datetime.now()
-    top.InstanceCreationDate, top.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    series_start = str(c140.get("AcquisitionDateTime", "") or (str(first.get("SeriesDate", "")) + str(first.get("SeriesTime", ""))))
-    top.AcquisitionDateTime = series_start
-    top.ContentDate, top.ContentTime = series_start[:8], series_start[8:]
-    top.ContentQualification = "RESEARCH"
-    top.ResonantNucleus = str(first.get("ImagedNucleus", "1H") or "1H")
-    top.BurnedInAnnotation = "NO"
-    top.AcquisitionContextSequence = []
-    top.NumberOfFrames = nframes
-    top.InstanceNumber = 1
-    if "AcquisitionDuration" in first:
-        top.AcquisitionDuration = first.AcquisitionDuration
-    labels = sorted({r["label"] for r in records})
-    asl = int(_pvalue(first, MR005, 0x28, 0) or 0) > 0 or len(labels) > 1
-    types = sorted({r["type"] for r in records})
-    org_uid = _uid()
+    dyn1 = check_inputs(classic, parsed, rec_path, folder)
+    cols = parsed.columns
+    size = parsed.image_bytes()
+    nframes = len(parsed)
+    per_dynamic = len(classic)
+    first = classic[0].ds
+    c140 = classic[0].c140
+
+    # -- frame order and what each frame is made of ------------------------------------------------------
+    type_rank = np.array([par.TYPE_RANK.get(int(v), 4 + int(v)) for v in range(int(cols["type"].max()) + 1)]
+                         if cols["type"].min() >= 0 else [0])
+    ranks = type_rank[cols["type"]] if cols["type"].min() >= 0 else \
+        np.array([par.TYPE_RANK.get(v, 4 + v) for v in cols["type"].tolist()])
+    order = np.lexsort((cols["dynamic"], cols["gradient_number"], cols["b_number"], cols["sequence"], ranks,
+                        cols["phase"], cols["echo"], cols["slice"], cols["label"]))
+    keys = [c.key for c in classic]
+    template_of_row = _row_keys(cols, keys)
+    if (template_of_row < 0).any():
+        row = int(np.flatnonzero(template_of_row < 0)[0])
+        raise PhilipsError(f"{par_path}: image line {row + 1} (dynamic {int(cols['dynamic'][row])}) has no classic "
+                           "file of dynamic 1 with its slice/echo/type/label; nothing written")
+    template_of = template_of_row[order]
+    dyn = cols["dynamic"][order]
+    rec_index = cols["index"][order]
+    first_dynamic = np.flatnonzero(dyn == 1)
+    later = dyn != 1
+    row1 = np.array([dyn1[key] for key in keys], dtype=np.int64)  # the dynamic-1 PAR row of each classic file
+
+    labels = sorted(set(np.unique(cols["label"]).tolist()))
+    asl = int(classic[0].pvalue(MR005, 0x28, 0) or 0) > 0 or len(labels) > 1
+    types = sorted(set(np.unique(cols["type"]).tolist()))
     dims = [(0x00209056, 0x00209111, "Stack ID", None), (0x00209057, 0x00209111, "In-Stack Position Number", None),
             (0x00209128, 0x00209111, "Temporal Position Index", None)]
     if asl:
         dims.append((0x20051429, 0x2005140F, "Private Label Type", MR005[1]))
     if len(types) > 1:
         dims.append((0x20051011, 0x2005140F, "Private ImageTypeMR", MR005[1]))
-    top.DimensionOrganizationSequence = [_item(DimensionOrganizationUID=org_uid)]
-    index_items = []
-    for pointer, group_pointer, label, creator in dims:
-        item = _item(DimensionOrganizationUID=org_uid, DimensionIndexPointer=pointer, FunctionalGroupPointer=group_pointer)
-        if creator:
-            item.DimensionIndexPrivateCreator = creator
-            item.FunctionalGroupPrivateCreator = creator
-        item.DimensionDescriptionLabel = label
-        index_items.append(item)
-    top.DimensionIndexSequence = index_items
-    shared = _shared_groups(first, c140)
-    shared_private = Dataset()
-    for keyword in ("InstanceCreatorUID",):
-        if keyword in first:
-            setattr(shared_private, keyword, first[keyword].value)
-    shared_private.SOPClassUID = MR_IMAGE
-    if "NumberOfPhaseEncodingSteps" in first:
-        shared_private.NumberOfPhaseEncodingSteps = first.NumberOfPhaseEncodingSteps
-    _put_private(shared, MR005, 0x14, 0x0E, "SQ", [shared_private])
-    top.SharedFunctionalGroupsSequence = [shared]
 
-    # -- frame order and per-frame values ----------------------------------------------------------------
-    def frame_sort(r):
-        return (r["label"], r["slice"], r["echo"], r["phase"], par.TYPE_RANK.get(r["type"], 4 + r["type"]),
-                r["sequence"], r["b_number"], r["gradient_number"], r["dynamic"])
+    # -- the header before the frames, and the templates --------------------------------------------------
+    series_start = _text(c140, w.tag_of("AcquisitionDateTime")) or (_text(first, w.tag_of("SeriesDate")) +
+                                                                     _text(first, w.tag_of("SeriesTime")))
+    top, sop_uid = _top_level(classic, c140, nframes, dims, strict, series_start)
+    shared = _shared_groups(classic[0], c140)
+    top[0x52009229] = w.sequence(0x52009229, [shared])
+    before = w.dataset({tag: v for tag, v in top.items() if tag < 0x52009230})
+    after = w.dataset({tag: v for tag, v in top.items() if tag > 0x52009230})
+    head = _file_meta(sop_uid) + before + w.head(0x52009230, "SQ", 0xFFFFFFFF)
+    duration_el = first.get(w.tag_of("AcquisitionDuration"))
+    duration_ms = float(duration_el.value or 0) * 1000.0 if duration_el is not None else 0.0
+    templates = []
+    for c in classic:
+        slice_number, label, image_type = c.key[0], c.key[7], c.key[3]
+        suffix = []
+        if asl:
+            suffix.append(labels.index(label) + 1 if strict else label - 1)
+        if len(types) > 1:
+            suffix.append(types.index(image_type) + 1 if strict else image_type)
+        templates.append(_frame_template(c, series_start, duration_ms, struct.pack("<2I", 1, slice_number),
+                                         struct.pack(f"<{len(suffix)}I", *suffix), len(dims)))
+    names = templates[0].names
+    same_layout = all(t.names == names for t in templates)
 
-    ordered = sorted(records, key=frame_sort)
-    dyn_time1 = {}
-    for r in records:
-        if r["dynamic"] == 1:
-            dyn_time1[_key_of_record(r)] = r["dyn_time"]
+    # -- the slots' columns (every value but the Max/Min FP estimates) -------------------------------------
+    columns = {}
+    columns["dyn4"] = _distinct(dyn, lambda d: struct.pack("<I", d))
+    dyn_time = cols["dyn_time"][order]
+    dyn_time1 = cols["dyn_time"][row1]
+    shift = dyn_time - dyn_time1[template_of]
+    base_times = [t.frame_time for t in templates]
+    frame_times = {}
+    pairs = list(zip(template_of[later].tolist(), shift[later].tolist()))
+    for pair in dict.fromkeys(pairs):
+        frame_times[pair] = _dt_plus(base_times[pair[0]], pair[1])
+    later_frames = np.flatnonzero(later).tolist()
+    frame_time_col = [b""] * nframes
+    content_time_col = [b""] * nframes
+    encoded_times = {p: (w.text(0x00189074, "DT", s), w.text(0x00080033, "TM", s[8:])) for p, s in frame_times.items()}
+    for f, pair in zip(later_frames, pairs):
+        frame_time_col[f], content_time_col[f] = encoded_times[pair]
+    columns["frame_time"] = _with_bases(frame_time_col, first_dynamic, template_of, templates, "frame_time")
+    columns["content_time"] = _with_bases(content_time_col, first_dynamic, template_of, templates, "content_time")
+    prefix, first_number = _uid_prefix(nframes)
+    uid_head = w.head(0x00080018, "UI", len(prefix) + len(str(first_number)) + 1 & ~1)
+    pad = b"\0" if (len(prefix) + len(str(first_number))) & 1 else b""
+    prefix_bytes = uid_head + prefix.encode()
+    sop_col = [prefix_bytes + b"%d" % number + pad for number in range(first_number, first_number + nframes)]
+    columns["sop"] = _with_bases(sop_col, first_dynamic, template_of, templates, "sop")
+    instance_base = np.array([int(t.instance) for t in templates], dtype=np.int64)
+    instances = instance_base[template_of] + (dyn - 1) * per_dynamic
+    columns["instance"] = _with_bases(_distinct(instances, lambda v: w.text(0x00200013, "IS", str(v))),
+                                      first_dynamic, template_of, templates, "instance")
+    columns["dynamic"] = _with_bases(_distinct(dyn, lambda v: w.text(0x00200100, "IS", str(v))),
+                                     first_dynamic, template_of, templates, "dynamic")
+    for name, column, tag in (("wc", "window_center", 0x00281050), ("ww", "window_width", 0x00281051)):
+        columns[name] = _with_bases(_distinct(cols[column][order], lambda v, tag=tag: w.text(tag, "DS", str(v))),
+                                    first_dynamic, template_of, templates, name)
+    for name, column, tag in (("rs", "rescale_slope", 0x00281053), ("ri", "rescale_intercept", 0x00281052)):
+        values = cols[column][order]
+        same = values == cols[column][row1][template_of]  # the PAR prints dynamic 1's value: the classic text
+        column_bytes = _distinct(values, lambda v, tag=tag: w.text(tag, "DS", _ds_text(v)))
+        for f, t in zip(np.flatnonzero(same).tolist(), template_of[same].tolist()):
+            column_bytes[f] = templates[t].base[name]
+        columns[name] = _with_bases(column_bytes, first_dynamic, template_of, templates, name)
+    private_slots = "ss" in names
+    rs, ri = cols["rescale_slope"][order], cols["rescale_intercept"][order]
+    ss_par = cols["scale_slope"][order]
+    if private_slots:
+        ss_tag, fmri_tag, time_tag = (templates[0].slot_tags[n] for n in ("ss", "fmri", "dyn_time"))
+        ss_col = _fixed_size(ss_tag, "FL", ss_par.astype("<f4"))
+        for f, t in zip(np.flatnonzero(ss_par == cols["scale_slope"][row1][template_of]).tolist(),
+                        template_of[ss_par == cols["scale_slope"][row1][template_of]].tolist()):
+            ss_col[f] = templates[t].base["ss"]
+        columns["ss"] = _with_bases(ss_col, first_dynamic, template_of, templates, "ss")
+        columns["dyn_time"] = _with_bases(_fixed_size(time_tag, "FL", dyn_time.astype("<f4")),
+                                          first_dynamic, template_of, templates, "dyn_time")
+        fmri = cols["fmri_status"][order]
+        if fmri.min(initial=0) < -32768 or fmri.max(initial=0) > 32767:
+            raise PhilipsError(f"{par_path}: fMRI status values do not fit a signed short")
+        columns["fmri"] = _with_bases(_fixed_size(fmri_tag, "SS", fmri.astype("<i2")),
+                                      first_dynamic, template_of, templates, "fmri")
+        columns["max_fp"] = columns["min_fp"] = None  # once the REC's values are known
+    denominator = rs * np.where(ss_par == 0, 1.0, ss_par)
+    if private_slots and (denominator[later] == 0).any():
+        raise PhilipsError(f"{par_path}: a rescale slope of 0 (MR Max/Min FP cannot be estimated); nothing written")
 
-    # Min/max stored value of every REC image (for the Max/Min FP estimates of dynamics > 1),
-    # read a few megabytes at a time.
-    dtype = np.uint8 if records[0]["bits"] == 8 else np.dtype("<u2")
-    count_images = max(r["index"] for r in records) + 1
-    mins = np.empty(count_images, dtype=np.int64)
-    maxs = np.empty(count_images, dtype=np.int64)
-    done = 0
-    for chunk in rec_chunks(rec_path, 0, size, list(range(count_images))):
-        part = np.frombuffer(chunk, dtype=dtype).reshape(-1, size // dtype.itemsize)
-        mins[done:done + len(part)] = part.min(axis=1)
-        maxs[done:done + len(part)] = part.max(axis=1)
-        done += len(part)
-        del part
+    # -- lengths: the pixel data's place is known before the header's bytes ---------------------------------
+    fixed_lengths = np.array([sum(map(len, t.fixed)) for t in templates], dtype=np.int64)
+    header_length = len(head) + int(fixed_lengths[template_of].sum()) + len(w.SEQ_END) + len(after) + 12
+    if same_layout:
+        for name in set(names):
+            header_length += names.count(name) * _column_length(columns, name, later, first_dynamic, template_of,
+                                                                templates)
+    else:  # classic files whose private blocks differ: frame by frame
+        for f, t in enumerate(template_of.tolist()):
+            for name in templates[t].names:
+                header_length += 12 if columns[name] is None and later[f] else \
+                    len(templates[t].base[name] if columns[name] is None else columns[name][f])
+    total = nframes * size
+    if total + (total & 1) > 0xFFFFFFFE:
+        raise PhilipsError(f"{folder}: {total} bytes of pixel data do not fit one Enhanced MR object "
+                           "(4 GiB; concatenations are not written)")
 
-    templates = {}
-    duration_ms = float(first.get("AcquisitionDuration", 0) or 0) * 1000.0
-    for key, (path, ds) in by_key.items():
-        templates[key] = _frame_template(ds, series_start, duration_ms, len(dims))
+    # -- writing: pixel data in the background, the header meanwhile -------------------------------------
+    mins = np.zeros(int(cols["index"].max()) + 1, dtype=np.int64)
+    maxs = np.zeros_like(mins)
 
-    # -- writing -------------------------------------------------------------------------------------------
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ENHANCED_MR
-    meta.MediaStorageSOPInstanceUID = top.SOPInstanceUID
-    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
-    from dcmpipe import __version__
+    def extremes(indices, images):
+        pixels = images.view(np.uint8 if cols["bits"][0] == 8 else np.dtype("<u2"))
+        mins[indices] = pixels.min(axis=1)
+        maxs[indices] = pixels.max(axis=1)
 
-    meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
-    meta.ImplementationVersionName = f"DCMPIPE_{__version__}"[:16]
-    head = io.BytesIO()
-    head.write(b"\0" * 128 + b"DICM")
-    from pydicom.filebase import DicomFileLike
-
-    fl = DicomFileLike(head)
-    fl.is_little_endian, fl.is_implicit_VR = True, False
-    write_file_meta_info(fl, meta, enforce_standard=True)
-    _undefined_lengths(top)
-    before = Dataset()
-    after = Dataset()
-    for element in top:
-        (before if element.tag < 0x52009230 else after).add(element)
-    head.write(_encode(before))
-
-    notes = {"frames": nframes, "cloned": nframes - per_dynamic, "estimated_fp": 0, "label_dims": asl}
-
-    def items():
-        yield head.getvalue()
-        yield struct.pack("<HH2sHI", 0x5200, 0x9230, b"SQ", 0, 0xFFFFFFFF)
-        batch, batch_bytes = [], 0
-        for r in ordered:
-            key = _key_of_record(r)
-            path, ds = by_key[key]
-            template = templates[key]
-            first_record = dyn1[key]
-            dyn = r["dynamic"]
-            values = template.base.copy()
-            # Private enumerated dimensions: Philips writes the 0-based code; --strict a 1-based rank.
-            values["div"] = [1, r["slice"], dyn]
-            if asl:
-                values["div"].append(labels.index(r["label"]) + 1 if strict else r["label"] - 1)
-            if len(types) > 1:
-                values["div"].append(types.index(r["type"]) + 1 if strict else r["type"])
-            values["temporal_index"] = dyn
-            if dyn != 1:
-                shift = r["dyn_time"] - dyn_time1[key]
-                values["frame_time"] = _dt_plus(template.base["frame_time"], shift)
-                values["content_time"] = values["frame_time"][8:]
-                values["sop"] = _uid()
-                values["instance"] = str(int(template.base["instance"]) + (dyn - 1) * per_dynamic)
-                values["dynamic"] = str(dyn)
-                values["dyn_time"] = r["dyn_time"]
-                values["fmri"] = int(r["fmri_status"])
-                values["wc"], values["ww"] = str(r["window_center"]), str(r["window_width"])
-                values["wc_private"], values["ww_private"] = values["wc"], values["ww"]
-                if r["rescale_slope"] != first_record["rescale_slope"]:
-                    values["rs"] = values["rs_private"] = _ds_text(r["rescale_slope"])
-                if r["rescale_intercept"] != first_record["rescale_intercept"]:
-                    values["ri"] = values["ri_private"] = _ds_text(r["rescale_intercept"])
-                values["ss"] = r["scale_slope"] if r["scale_slope"] != first_record["scale_slope"] else values["ss"]
-                rs, ri, ss = r["rescale_slope"], r["rescale_intercept"], r["scale_slope"] or 1.0
-                values["max_fp"] = (float(maxs[r["index"]]) * rs + ri) / (rs * ss)
-                values["min_fp"] = (float(mins[r["index"]]) * rs + ri) / (rs * ss)
-                notes["estimated_fp"] += 1
-            batch.append(ITEM_START + template.render(values) + ITEM_END)
-            batch_bytes += len(batch[-1])
-            if batch_bytes > (4 << 20):
-                yield b"".join(batch)
-                batch, batch_bytes = [], 0
-        yield b"".join(batch)
-        yield b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-        if len(after):
-            yield _encode(after)
-        total = nframes * size
-        yield struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW" if records[0]["bits"] > 8 else b"OB", 0, total + (total & 1))
-        yield from rec_ranges(rec_path, 0, size, [r["index"] for r in ordered])
+    output = w.Output(out_path)
+    pixels = None
+    try:
+        pixels = w.Background(w.copy_frames, rec_path, size, rec_index, output, header_length, extremes)
+        position = 0
+        output.write(head, position)
+        position += len(head)
+        if same_layout:
+            fixed_columns = [_column(template_of, [t.fixed[j] for t in templates]) for j in range(len(names) + 1)]
+        pixels.result()  # the REC's min/max per image are known once every chunk was read
+        pixels = None
+        if private_slots:
+            ss_used = np.where(ss_par == 0, 1.0, ss_par)
+            max_fp = (maxs[rec_index].astype(np.float64) * rs + ri) / (rs * ss_used)
+            min_fp = (mins[rec_index].astype(np.float64) * rs + ri) / (rs * ss_used)
+            for name, values in (("max_fp", max_fp), ("min_fp", min_fp)):
+                tag = templates[0].slot_tags[name]
+                columns[name] = _with_bases(_fixed_size(tag, "FL", values.astype("<f4")), first_dynamic,
+                                            template_of, templates, name)
+        for start in range(0, nframes, FRAMES_PER_JOIN):
+            end = min(nframes, start + FRAMES_PER_JOIN)
+            if same_layout:
+                parts = [fixed_columns[0][start:end]]
+                for j, name in enumerate(names):
+                    parts.append(columns[name][start:end])
+                    parts.append(fixed_columns[j + 1][start:end])
+                data = b"".join(chain.from_iterable(zip(*parts)))
+            else:
+                data = b"".join(_frame_bytes(templates[t], columns, f) for f, t in
+                                zip(range(start, end), template_of[start:end].tolist()))
+            output.write(data, position)
+            position += len(data)
+        tail = w.SEQ_END + after + w.head(0x7FE00010, "OW" if int(cols["bits"][0]) > 8 else "OB",
+                                          total + (total & 1))
+        output.write(tail, position)
+        position += len(tail)
+        if position != header_length:
+            raise PhilipsError(f"internal error: header of {position} bytes, {header_length} expected")
         if total & 1:
-            yield b"\0"
+            output.write(b"\0", header_length + total)
+        output.commit()
+    except BaseException:
+        if pixels is not None:  # let the thread stop writing before the file goes
+            try:
+                pixels.result()
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                pass
+        output.discard()
+        raise
+    return {"frames": nframes, "cloned": nframes - per_dynamic, "estimated_fp": int(later.sum()) if private_slots
+            else 0, "label_dims": asl, "bytes": total}
 
-    _streamed_file(out_path, items())
-    notes["bytes"] = nframes * size
-    return notes
+
+def _column_length(columns: dict, name: str, later, first_dynamic, template_of, templates: list) -> int:
+    """The bytes of one slot's column over all frames (Max/Min FP: 12 bytes each, known before their values)."""
+    if columns[name] is not None:
+        return sum(map(len, columns[name]))
+    return 12 * int(later.sum()) + sum(len(templates[t].base[name]) for t in template_of[first_dynamic].tolist())
 
 
-def _frame_template(ds, series_start: str, duration_ms: float, ndims: int):
-    """The per-frame functional group item of one classic file, as a splice-able byte template."""
-    from pydicom import Dataset
-
-    private_item = Dataset()
-    for tag in PER_IMAGE_PUBLIC:
-        if tag in ds:
-            private_item.add(_copied(ds[tag]))
-    c140 = ds[private_tag(ds, MR005, 0x0F)].value[0]
-    for keyword in ("KSpaceFiltering", "DiffusionAnisotropyType"):
-        if keyword in c140 and keyword not in private_item:
-            private_item.add(c140[keyword])
-    if "InversionTime" not in private_item:
-        inversion = _pvalue(ds, MR001, 0xA8, "0")
-        private_item.InversionTime = inversion
-    _copy_privates(ds, private_item, PER_IMAGE_PRIVATE)
-    orientation_tag = private_tag(private_item, DD001, 0x0B)
-    if orientation_tag is not None:
-        private_item[orientation_tag].value = ""  # the scanner leaves Slice Orientation empty in frames
-    # The private Image Position is the corner of the first pixel (SPEC 1.5).
-    ipp = [float(v) for v in ds.ImagePositionPatient]
-    iop = [float(v) for v in ds.ImageOrientationPatient]
-    row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
-    corner = [ipp[k] - iop[k] * col_spacing / 2 - iop[3 + k] * row_spacing / 2 for k in range(3)]
-    private_item.ImagePositionPatient = [_ds_text(v) for v in corner]
-
-    frame = Dataset()
-    frame.MREchoSequence = [_item(EffectiveEchoTime=float(ds.get("EchoTime", 0) or 0))]
-    c140_map = c140.get("MetaboliteMapDescription", "WATER")
-    frame.MRMetaboliteMapSequence = [_item(MetaboliteMapDescription=c140_map)]
-    contrast = str(c140.get("AcquisitionContrast", "UNKNOWN"))
-    frame_type = list(c140.get("FrameType", []) or [])
-    if not frame_type or not any(frame_type):
-        frame_type = list(ds.ImageType)[:2] + [contrast, "NONE"]
-    frame.MRImageFrameTypeSequence = [_item(FrameType=frame_type, PixelPresentation=c140.get("PixelPresentation", "MONOCHROME"),
-                                            VolumetricProperties=c140.get("VolumetricProperties", "VOLUME"),
-                                            VolumeBasedCalculationTechnique=c140.get("VolumeBasedCalculationTechnique", "NONE"),
-                                            ComplexImageComponent=c140.get("ComplexImageComponent", "MAGNITUDE"),
-                                            AcquisitionContrast=contrast)]
-    content = _item(StackID="1", InStackPositionNumber=int(_pvalue(ds, DD001, 0x0A, 1)))
-    frame.FrameContentSequence = [content]
-    frame.PlanePositionSequence = [_item(ImagePositionPatient=ds.ImagePositionPatient)]
-    frame.PlaneOrientationSequence = [_item(ImageOrientationPatient=ds.ImageOrientationPatient)]
-    measures = _item(SliceThickness=ds.get("SliceThickness", 1))
-    if "SpacingBetweenSlices" in ds:
-        measures.SpacingBetweenSlices = ds.SpacingBetweenSlices
-    measures.PixelSpacing = ds.PixelSpacing
-    frame.PixelMeasuresSequence = [measures]
-    voi = Dataset()
-    frame.FrameVOILUTSequence = [voi]
-    transform = Dataset()
-    frame.PixelValueTransformationSequence = [transform]
-    transform.RescaleType = "US"
-    _put_private(frame, MR005, 0x14, 0x0F, "SQ", [private_item])
-
-    def ptag(holder, creator, offset):
-        return private_tag(holder, creator, offset)
-
-    variable = {
-        "frame_time": (content, 0x00189074, "DT"), "reference_time": (content, 0x00189151, "DT"),
-        "duration": (content, 0x00189220, "FD"), "temporal_index": (content, 0x00209128, "UL"),
-        "div": (content, 0x00209157, "UL"),
-        "wc": (voi, 0x00281050, "DS"), "ww": (voi, 0x00281051, "DS"),
-        "ri": (transform, 0x00281052, "DS"), "rs": (transform, 0x00281053, "DS"),
-        "sop": (private_item, 0x00080018, "UI"), "content_time": (private_item, 0x00080033, "TM"),
-        "instance": (private_item, 0x00200013, "IS"), "dynamic": (private_item, 0x00200100, "IS"),
-        "wc_private": (private_item, 0x00281050, "DS"), "ww_private": (private_item, 0x00281051, "DS"),
-        "ri_private": (private_item, 0x00281052, "DS"), "rs_private": (private_item, 0x00281053, "DS"),
-    }
-    for name, creator, offset, vr in (("max_fp", MR001, 0x0B, "FL"), ("min_fp", MR001, 0x0C, "FL"),
-                                      ("ss", MR001, 0x0E, "FL"), ("dyn_time", MR001, 0xA0, "FL"),
-                                      ("fmri", MR001, 0x63, "SS")):
-        tag = ptag(private_item, creator, offset)
-        if tag is not None:
-            variable[name] = (private_item, tag, vr)
-    acquired = str(ds.get("AcquisitionDate", "")) + str(ds.get("AcquisitionTime", ""))
-    base = {
-        "frame_time": acquired or series_start, "reference_time": series_start, "duration": duration_ms,
-        "temporal_index": 1, "div": [1] * ndims,
-        "wc": str(ds.get("WindowCenter", "0")), "ww": str(ds.get("WindowWidth", "0")),
-        "ri": str(ds.get("RescaleIntercept", "0")), "rs": str(ds.get("RescaleSlope", "1")),
-        "sop": str(ds.SOPInstanceUID), "content_time": str(ds.get("ContentTime", "")),
-        "instance": str(ds.get("InstanceNumber", "1")), "dynamic": str(ds.get("TemporalPositionIdentifier", "1")),
-    }
-    base["wc_private"], base["ww_private"], base["ri_private"], base["rs_private"] = base["wc"], base["ww"], base["ri"], base["rs"]
-    for name in ("max_fp", "min_fp", "ss", "dyn_time", "fmri"):
-        if name in variable:
-            holder, tag, vr = variable[name]
-            base[name] = holder[tag].value
-    for name in [n for n in ("max_fp", "min_fp", "ss", "dyn_time", "fmri") if n not in variable]:
-        base[name] = 0
-    # Variable elements the template does not hold are still rendered where they live.
-    template = _Template(frame, variable)
-    template.base = base
-    return template
+def _frame_bytes(t: Template, columns: dict, f: int) -> bytes:
+    parts = [t.fixed[0]]
+    for j, name in enumerate(t.names):
+        parts.append(columns[name][f])
+        parts.append(t.fixed[j + 1])
+    return b"".join(parts)
