@@ -404,8 +404,12 @@ def _streamed_file(target: Path, chunks) -> str:
     return _commit_temp(_write_temp(target, chunks), target)
 
 
-def _write_temp(target: Path, chunks) -> Path:
-    """Write ``chunks`` to a new fsynced temporary file beside ``target``; return its path."""
+def _write_temp(target: Path, chunks, size: int | None = None) -> Path:
+    """Write ``chunks`` to a new fsynced temporary file beside ``target``; return its path.
+
+    ``size``: the bytes that will be written, if known: the file is allocated at once (ext4 writes a
+    preallocated file with less work per page).
+    """
     from dcmpipe.safefile import PART_SUFFIX, makedirs
 
     target = Path(target)
@@ -413,6 +417,11 @@ def _write_temp(target: Path, chunks) -> Path:
     tmp = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}{PART_SUFFIX}"
     try:
         with open(tmp, "xb", buffering=0) as out:
+            if size and hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(out.fileno(), 0, size)
+                except OSError:  # not supported here, or no room: the writes will say
+                    pass
             written = flushed = 0
             for chunk in chunks:
                 if isinstance(chunk, FileRange):
@@ -429,6 +438,8 @@ def _write_temp(target: Path, chunks) -> Path:
                     # Start writing these pages to disk now (Linux): the final fsync waits less.
                     os.posix_fadvise(out.fileno(), flushed, written - flushed, os.POSIX_FADV_DONTNEED)
                     flushed = written
+            if size and written != size:  # never a tail of preallocated zeros
+                os.ftruncate(out.fileno(), written)
             os.fsync(out.fileno())
     except BaseException:
         if os.path.lexists(tmp):
@@ -635,7 +646,8 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     # written when it differs.
     writer = None
     if not par_path.exists():
-        writer = _Background(_write_temp, rec_path, rec_chunks(path, offset, frame_bytes(ds), order, gathered=True))
+        writer = _Background(_write_temp, rec_path, rec_chunks(path, offset, frame_bytes(ds), order, gathered=True),
+                             frame_bytes(ds) * len(order))
     try:
         lines = fast.image_lines(columns, order, version)
         del columns
@@ -656,7 +668,7 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     # The PAR goes to disk while the REC is still being written; it is renamed into place last, so a
     # PAR is never there without its complete REC.
     try:
-        par_tmp = _write_temp(par_path, [text])
+        par_tmp = _write_temp(par_path, [text], len(text))
     except BaseException:
         tmp = writer.result(raise_error=False)
         if tmp is not None and os.path.lexists(tmp):

@@ -286,3 +286,13 @@ def test_converting_a_philips_file_needs_no_pydicom(tmp_path):
                             capture_output=True, text=True)
     assert "PYDICOM False" in result.stdout, result.stdout + result.stderr
     assert (tmp_path / "T2_.REC").read_bytes() == (PHILIPS / "T2_.REC").read_bytes()
+
+
+def test_preallocated_output_has_exactly_what_was_written(tmp_path):
+    """A size hint preallocates the file; a wrong hint never leaves a tail of zeros or cuts data."""
+    from dcmpipe.plugins import _philips_dicom as dicom
+
+    for hint in (None, 10, 6, 1000):
+        tmp = dicom._write_temp(tmp_path / "x.REC", [b"abc", [memoryview(b"def"), memoryview(b"ghij")]], hint)
+        assert tmp.read_bytes() == b"abcdefghij", hint
+        tmp.unlink()
