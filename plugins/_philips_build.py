@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from itertools import chain
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -90,6 +89,30 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 FRAMES_PER_JOIN = 2000  # per-frame items joined and written this many at a time
 
 
+class _Phases:
+    """How long each phase took, logged at debug level (``dcmpipe -d dcms2e ...``)."""
+
+    def __init__(self):
+        import logging
+        import time
+
+        self._clock = time.perf_counter
+        self._on = logging.getLogger("dcmpipe").isEnabledFor(logging.DEBUG)
+        self._marks = [("start", self._clock())] if self._on else []
+
+    def __call__(self, label: str) -> None:
+        if self._on:
+            self._marks.append((label, self._clock()))
+
+    def log(self) -> None:
+        if self._on and len(self._marks) > 1:
+            import logging
+
+            parts = [f"{label} {1000 * (t - previous):.0f}"
+                     for (_, previous), (label, t) in zip(self._marks[:-1], self._marks[1:])]
+            logging.getLogger("dcmpipe").debug("dcms2e phases (ms): %s", ", ".join(parts))
+
+
 def _uid() -> str:
     """A new random UID under ``UID_ROOT`` (as generate_uid() makes them, without its per-call checks)."""
     import secrets
@@ -125,7 +148,13 @@ def _ds_text(value: float) -> str:
 def _dt_plus(text: str, seconds: float) -> str:
     """A DICOM DT/TM-like ``YYYYMMDDHHMMSS.FF`` text shifted by ``seconds``; keeps the fraction digits."""
     base, _, fraction = text.partition(".")
-    stamp = datetime.strptime(base[:14], "%Y%m%d%H%M%S") + timedelta(seconds=float("0." + (fraction or "0")))
+    digits14 = base[:14]
+    if len(digits14) == 14 and digits14.isascii() and digits14.isdigit():  # strptime's first call costs 10 ms
+        stamp = datetime(int(digits14[:4]), int(digits14[4:6]), int(digits14[6:8]), int(digits14[8:10]),
+                         int(digits14[10:12]), int(digits14[12:14]))
+    else:
+        stamp = datetime.strptime(digits14, "%Y%m%d%H%M%S")
+    stamp += timedelta(seconds=float("0." + (fraction or "0")))
     stamp += timedelta(seconds=seconds)
     digits = max(len(fraction), 2) if fraction else 0
     out = stamp.strftime("%Y%m%d%H%M%S")
@@ -309,12 +338,12 @@ def check_inputs(classic: list, parsed: par.ParFile, rec_path: Path, folder) -> 
     if acq and _text(first, 0x00200012).strip() != acq:
         problems.append(f"acquisition number differs: classic {_text(first, 0x00200012) or None}, PAR {acq}")
     for name, tag, key in (("Rows", 0x00280010, "recon_y"), ("Columns", 0x00280011, "recon_x")):
-        values = set(np.unique(cols[key]).tolist())
+        values = set(_codes(cols[key])[0].tolist())
         el = first.get(tag)
         if el is None or values != {int(el.value)}:
             problems.append(f"{name} differ: classic {el.value if el is not None else None}, PAR {sorted(values)}")
     bits = first.get(0x00280100)
-    if bits is None or set(np.unique(cols["bits"]).tolist()) != {int(bits.value)}:
+    if bits is None or set(_codes(cols["bits"])[0].tolist()) != {int(bits.value)}:
         problems.append("bits per pixel differ between the classic files and the PAR")
     for c in classic:
         c.key = _key_of_classic(c)
@@ -327,7 +356,7 @@ def check_inputs(classic: list, parsed: par.ParFile, rec_path: Path, folder) -> 
     dyn1 = {}
     for row, key in zip(rows1.tolist(), zip(*(cols[name][rows1].tolist() for name in KEY_COLUMNS))):
         dyn1[key] = row
-    slices_par = set(np.unique(cols["slice"]).tolist())
+    slices_par = set(_codes(cols["slice"])[0].tolist())
     slices_classic = {c.key[0] for c in classic}
     if slices_par != slices_classic:
         problems.append(f"slice count differs: classic {len(slices_classic)}, PAR {len(slices_par)}")
@@ -740,12 +769,31 @@ def _column(codes, table: list) -> list:
     return list(map(table.__getitem__, codes.tolist()))
 
 
-def _distinct(values, encode) -> list:
-    """``[encode(v) for v in values]`` (a numpy array), encoding each distinct value once."""
+def _codes(values) -> tuple:
+    """(distinct values sorted, code of each value): ``np.unique(values, return_inverse=True)`` without
+    importing numpy.ma (20 ms)."""
     import numpy as np
 
-    distinct, codes = np.unique(values, return_inverse=True)
-    return _column(codes.reshape(-1), [encode(v) for v in distinct.tolist()])
+    ordered = np.sort(values, kind="stable")
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    distinct = ordered[keep]
+    return distinct, np.searchsorted(distinct, values)
+
+
+def _distinct(values, encode) -> list:
+    """``[encode(v) for v in values]`` (a numpy array), encoding each distinct value once."""
+    distinct, codes = _codes(values)
+    return _column(codes, [encode(v) for v in distinct.tolist()])
+
+
+def _rows(matrix) -> list:
+    """The rows of a 2-D uint8 array as bytes objects (a void view's ``tolist``: no slicing in Python)."""
+    import numpy as np
+
+    matrix = np.ascontiguousarray(matrix)
+    return matrix.view(f"V{matrix.shape[1]}").ravel().tolist() if matrix.shape[1] else [b""] * len(matrix)
 
 
 def _fixed_size(tag: int, vr: str, numbers) -> list:
@@ -753,12 +801,36 @@ def _fixed_size(tag: int, vr: str, numbers) -> list:
     import numpy as np
 
     itemsize = numbers.dtype.itemsize
-    record = np.empty(len(numbers), dtype=[("head", "S8"), ("value", numbers.dtype)])
-    record["head"] = w.head(tag, vr, itemsize)
-    record["value"] = numbers
-    data = record.tobytes()
-    step = 8 + itemsize
-    return [data[k:k + step] for k in range(0, len(data), step)]
+    matrix = np.empty((len(numbers), 8 + itemsize), dtype=np.uint8)
+    matrix[:, :8] = np.frombuffer(w.head(tag, vr, itemsize), dtype=np.uint8)
+    matrix[:, 8:] = np.ascontiguousarray(numbers).view(np.uint8).reshape(len(numbers), itemsize)
+    return _rows(matrix)
+
+
+def _integer_elements(tag: int, vr: str, values) -> list:
+    """IS/DS elements of integers (a numpy array), one per value: ``str(value)`` padded with a space."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.int64)
+    negative = values < 0
+    magnitude = np.abs(values)
+    digits = 1 + np.searchsorted(10 ** np.arange(1, 19, dtype=np.int64), magnitude, side="right")
+    out = np.empty(len(values), dtype=object)
+    kinds = digits * 2 + negative
+    for kind in _codes(kinds)[0].tolist():
+        rows = np.flatnonzero(kinds == kind)
+        count, sign = kind // 2, kind & 1
+        length = count + sign
+        matrix = np.empty((len(rows), 8 + length + (length & 1)), dtype=np.uint8)
+        matrix[:, :8] = np.frombuffer(w.head(tag, vr, length + (length & 1)), dtype=np.uint8)
+        if sign:
+            matrix[:, 8] = 45
+        powers = 10 ** np.arange(count - 1, -1, -1, dtype=np.int64)
+        matrix[:, 8 + sign:8 + length] = magnitude[rows][:, None] // powers % 10 + 48
+        if length & 1:
+            matrix[:, -1] = 32
+        out[rows] = _rows(matrix)
+    return out.tolist()
 
 
 def _with_bases(column: list, first_dynamic, template_of, templates: list, name: str) -> list:
@@ -766,6 +838,62 @@ def _with_bases(column: list, first_dynamic, template_of, templates: list, name:
     for f, t in zip(first_dynamic.tolist(), template_of[first_dynamic].tolist()):
         column[f] = templates[t].base[name]
     return column
+
+
+def _frame_times(templates: list, template_of, shift, later, first_dynamic) -> tuple:
+    """The Frame Acquisition DateTime and private Content Time columns: a frame of dynamic d > 1 has its
+    dynamic-1 frame's time + (begin time d - begin time 1); each distinct (time, shift) computed once."""
+    import numpy as np
+
+    texts = [t.frame_time for t in templates]
+    distinct_texts = list(dict.fromkeys(texts))
+    text_code = np.array([distinct_texts.index(text) for text in texts], dtype=np.int64)[template_of]
+    shift_values, shift_codes = _codes(np.where(later, shift, 0.0))
+    pairs, pair_codes = _codes(text_code * len(shift_values) + shift_codes)
+    table_time, table_content = [], []
+    for code in pairs.tolist():
+        text = _dt_plus(distinct_texts[code // len(shift_values)], float(shift_values[code % len(shift_values)]))
+        table_time.append(w.text(0x00189074, "DT", text))
+        table_content.append(w.text(0x00080033, "TM", text[8:]))
+    return (_with_bases(_column(pair_codes, table_time), first_dynamic, template_of, templates, "frame_time"),
+            _with_bases(_column(pair_codes, table_content), first_dynamic, template_of, templates, "content_time"))
+
+
+def _uids(nframes: int) -> list:
+    """``nframes`` new UI elements (0008,0018) of one length: a random root and a counter."""
+    import numpy as np
+
+    prefix, first_number = _uid_prefix(nframes)
+    digits = len(str(first_number))
+    length = len(prefix) + digits
+    start = w.head(0x00080018, "UI", length + (length & 1)) + prefix.encode()
+    matrix = np.zeros((nframes, len(start) + digits + (length & 1)), dtype=np.uint8)
+    matrix[:, :len(start)] = np.frombuffer(start, dtype=np.uint8)
+    numbers = np.arange(first_number, first_number + nframes, dtype=np.int64)
+    powers = 10 ** np.arange(digits - 1, -1, -1, dtype=np.int64)
+    matrix[:, len(start):len(start) + digits] = numbers[:, None] // powers % 10 + 48
+    return _rows(matrix)
+
+
+def _assemble(templates: list, names: list, columns: dict, template_of, start: int, end: int) -> bytes:
+    """The per-frame items of frames ``start:end`` (every template with the slots ``names`` in this order),
+    interleaved by slice assignment into one list and joined once: the frames of one classic file come in
+    runs (all its dynamics), in which its fixed pieces repeat."""
+    import numpy as np
+
+    step = 2 * len(names) + 1
+    pieces = [b""] * ((end - start) * step)
+    t_of = template_of[start:end]
+    breaks = [0] + (np.flatnonzero(t_of[1:] != t_of[:-1]) + 1).tolist() + [len(t_of)]
+    slot_columns = [columns[name] for name in names]
+    for a, b in zip(breaks[:-1], breaks[1:]):
+        fixed = templates[int(t_of[a])].fixed
+        count, first, stop = b - a, a * step, b * step
+        pieces[first:stop:step] = [fixed[0]] * count
+        for j, column in enumerate(slot_columns):
+            pieces[first + 2 * j + 1:stop:step] = column[start + a:start + b]
+            pieces[first + 2 * j + 2:stop:step] = [fixed[j + 1]] * count
+    return b"".join(pieces)
 
 
 def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: bool = False,
@@ -779,14 +907,38 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
         from dcmpipe.safefile import TargetExistsError
 
         raise TargetExistsError(out_path)
+    phases = _Phases()
     classic = read_classic(folder, files)
+    phases("classic files")
     try:
         parsed = par.read_par(par_path)
     except par.ParError as exc:
         raise PhilipsError(str(exc)) from None
+    phases("PAR")
+    import numpy as np
+
+    cols = parsed.columns
+    size = parsed.image_bytes()
+    # The REC's min/max per image (for the Max/Min FP estimates) in the background from now on: the
+    # reductions release the interpreter lock while the checks and templates are made.
+    count_images = int(cols["index"].max()) + 1
+    extremes = None
+    if count_images * size <= rec_path.stat().st_size:  # else check_inputs says the REC is truncated
+        extremes = w.Background(w.rec_extremes, rec_path, size, count_images, int(cols["bits"][0]))
+    try:
+        return _build(classic, parsed, folder, par_path, rec_path, out_path, strict, extremes, phases)
+    finally:
+        if extremes is not None:
+            extremes.wait()
+        phases.log()
+
+
+def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: bool,
+           extremes, phases) -> dict:
     import numpy as np
 
     dyn1 = check_inputs(classic, parsed, rec_path, folder)
+    phases("checks")
     cols = parsed.columns
     size = parsed.image_bytes()
     nframes = len(parsed)
@@ -795,10 +947,12 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
     c140 = classic[0].c140
 
     # -- frame order and what each frame is made of ------------------------------------------------------
-    type_rank = np.array([par.TYPE_RANK.get(int(v), 4 + int(v)) for v in range(int(cols["type"].max()) + 1)]
-                         if cols["type"].min() >= 0 else [0])
-    ranks = type_rank[cols["type"]] if cols["type"].min() >= 0 else \
-        np.array([par.TYPE_RANK.get(v, 4 + v) for v in cols["type"].tolist()])
+    types_column = cols["type"]
+    if types_column.min() >= 0:
+        type_rank = np.array([par.TYPE_RANK.get(v, 4 + v) for v in range(int(types_column.max()) + 1)])
+        ranks = type_rank[types_column]
+    else:
+        ranks = np.array([par.TYPE_RANK.get(v, 4 + v) for v in types_column.tolist()])
     order = np.lexsort((cols["dynamic"], cols["gradient_number"], cols["b_number"], cols["sequence"], ranks,
                         cols["phase"], cols["echo"], cols["slice"], cols["label"]))
     keys = [c.key for c in classic]
@@ -814,9 +968,9 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
     later = dyn != 1
     row1 = np.array([dyn1[key] for key in keys], dtype=np.int64)  # the dynamic-1 PAR row of each classic file
 
-    labels = sorted(set(np.unique(cols["label"]).tolist()))
+    labels = sorted(_codes(cols["label"])[0].tolist())
     asl = int(classic[0].pvalue(MR005, 0x28, 0) or 0) > 0 or len(labels) > 1
-    types = sorted(set(np.unique(cols["type"]).tolist()))
+    types = sorted(_codes(types_column)[0].tolist())
     dims = [(0x00209056, 0x00209111, "Stack ID", None), (0x00209057, 0x00209111, "In-Stack Position Number", None),
             (0x00209128, 0x00209111, "Temporal Position Index", None)]
     if asl:
@@ -824,6 +978,7 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
     if len(types) > 1:
         dims.append((0x20051011, 0x2005140F, "Private ImageTypeMR", MR005[1]))
 
+    phases("frame order")
     # -- the header before the frames, and the templates --------------------------------------------------
     series_start = _text(c140, w.tag_of("AcquisitionDateTime")) or (_text(first, w.tag_of("SeriesDate")) +
                                                                      _text(first, w.tag_of("SeriesTime")))
@@ -835,6 +990,7 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
     head = _file_meta(sop_uid) + before + w.head(0x52009230, "SQ", 0xFFFFFFFF)
     duration_el = first.get(w.tag_of("AcquisitionDuration"))
     duration_ms = float(duration_el.value or 0) * 1000.0 if duration_el is not None else 0.0
+    phases("top level")
     templates = []
     for c in classic:
         slice_number, label, image_type = c.key[0], c.key[7], c.key[3]
@@ -848,39 +1004,23 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
     names = templates[0].names
     same_layout = all(t.names == names for t in templates)
 
+    phases("templates")
     # -- the slots' columns (every value but the Max/Min FP estimates) -------------------------------------
     columns = {}
-    columns["dyn4"] = _distinct(dyn, lambda d: struct.pack("<I", d))
+    columns["dyn4"] = _rows(dyn.astype("<u4").view(np.uint8).reshape(-1, 4))
     dyn_time = cols["dyn_time"][order]
-    dyn_time1 = cols["dyn_time"][row1]
-    shift = dyn_time - dyn_time1[template_of]
-    base_times = [t.frame_time for t in templates]
-    frame_times = {}
-    pairs = list(zip(template_of[later].tolist(), shift[later].tolist()))
-    for pair in dict.fromkeys(pairs):
-        frame_times[pair] = _dt_plus(base_times[pair[0]], pair[1])
-    later_frames = np.flatnonzero(later).tolist()
-    frame_time_col = [b""] * nframes
-    content_time_col = [b""] * nframes
-    encoded_times = {p: (w.text(0x00189074, "DT", s), w.text(0x00080033, "TM", s[8:])) for p, s in frame_times.items()}
-    for f, pair in zip(later_frames, pairs):
-        frame_time_col[f], content_time_col[f] = encoded_times[pair]
-    columns["frame_time"] = _with_bases(frame_time_col, first_dynamic, template_of, templates, "frame_time")
-    columns["content_time"] = _with_bases(content_time_col, first_dynamic, template_of, templates, "content_time")
-    prefix, first_number = _uid_prefix(nframes)
-    uid_head = w.head(0x00080018, "UI", len(prefix) + len(str(first_number)) + 1 & ~1)
-    pad = b"\0" if (len(prefix) + len(str(first_number))) & 1 else b""
-    prefix_bytes = uid_head + prefix.encode()
-    sop_col = [prefix_bytes + b"%d" % number + pad for number in range(first_number, first_number + nframes)]
-    columns["sop"] = _with_bases(sop_col, first_dynamic, template_of, templates, "sop")
+    shift = dyn_time - cols["dyn_time"][row1][template_of]
+    columns["frame_time"], columns["content_time"] = _frame_times(templates, template_of, shift, later,
+                                                                  first_dynamic)
+    columns["sop"] = _with_bases(_uids(nframes), first_dynamic, template_of, templates, "sop")
     instance_base = np.array([int(t.instance) for t in templates], dtype=np.int64)
-    instances = instance_base[template_of] + (dyn - 1) * per_dynamic
-    columns["instance"] = _with_bases(_distinct(instances, lambda v: w.text(0x00200013, "IS", str(v))),
+    columns["instance"] = _with_bases(_integer_elements(0x00200013, "IS", instance_base[template_of] +
+                                                        (dyn - 1) * per_dynamic),
                                       first_dynamic, template_of, templates, "instance")
-    columns["dynamic"] = _with_bases(_distinct(dyn, lambda v: w.text(0x00200100, "IS", str(v))),
+    columns["dynamic"] = _with_bases(_integer_elements(0x00200100, "IS", dyn),
                                      first_dynamic, template_of, templates, "dynamic")
     for name, column, tag in (("wc", "window_center", 0x00281050), ("ww", "window_width", 0x00281051)):
-        columns[name] = _with_bases(_distinct(cols[column][order], lambda v, tag=tag: w.text(tag, "DS", str(v))),
+        columns[name] = _with_bases(_integer_elements(tag, "DS", cols[column][order]),
                                     first_dynamic, template_of, templates, name)
     for name, column, tag in (("rs", "rescale_slope", 0x00281053), ("ri", "rescale_intercept", 0x00281052)):
         values = cols[column][order]
@@ -889,28 +1029,29 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
         for f, t in zip(np.flatnonzero(same).tolist(), template_of[same].tolist()):
             column_bytes[f] = templates[t].base[name]
         columns[name] = _with_bases(column_bytes, first_dynamic, template_of, templates, name)
-    private_slots = "ss" in names
+    private_slots = any("ss" in t.names for t in templates)
     rs, ri = cols["rescale_slope"][order], cols["rescale_intercept"][order]
     ss_par = cols["scale_slope"][order]
     if private_slots:
-        ss_tag, fmri_tag, time_tag = (templates[0].slot_tags[n] for n in ("ss", "fmri", "dyn_time"))
-        ss_col = _fixed_size(ss_tag, "FL", ss_par.astype("<f4"))
-        for f, t in zip(np.flatnonzero(ss_par == cols["scale_slope"][row1][template_of]).tolist(),
-                        template_of[ss_par == cols["scale_slope"][row1][template_of]].tolist()):
+        slot_tags = next(t.slot_tags for t in templates if "ss" in t.names)
+        same = ss_par == cols["scale_slope"][row1][template_of]
+        ss_col = _fixed_size(slot_tags["ss"], "FL", ss_par.astype("<f4"))
+        for f, t in zip(np.flatnonzero(same).tolist(), template_of[same].tolist()):
             ss_col[f] = templates[t].base["ss"]
         columns["ss"] = _with_bases(ss_col, first_dynamic, template_of, templates, "ss")
-        columns["dyn_time"] = _with_bases(_fixed_size(time_tag, "FL", dyn_time.astype("<f4")),
+        columns["dyn_time"] = _with_bases(_fixed_size(slot_tags["dyn_time"], "FL", dyn_time.astype("<f4")),
                                           first_dynamic, template_of, templates, "dyn_time")
         fmri = cols["fmri_status"][order]
         if fmri.min(initial=0) < -32768 or fmri.max(initial=0) > 32767:
             raise PhilipsError(f"{par_path}: fMRI status values do not fit a signed short")
-        columns["fmri"] = _with_bases(_fixed_size(fmri_tag, "SS", fmri.astype("<i2")),
+        columns["fmri"] = _with_bases(_fixed_size(slot_tags["fmri"], "SS", fmri.astype("<i2")),
                                       first_dynamic, template_of, templates, "fmri")
         columns["max_fp"] = columns["min_fp"] = None  # once the REC's values are known
-    denominator = rs * np.where(ss_par == 0, 1.0, ss_par)
-    if private_slots and (denominator[later] == 0).any():
-        raise PhilipsError(f"{par_path}: a rescale slope of 0 (MR Max/Min FP cannot be estimated); nothing written")
+        if (rs[later] * np.where(ss_par == 0, 1.0, ss_par)[later] == 0).any():
+            raise PhilipsError(f"{par_path}: a rescale slope of 0 (MR Max/Min FP cannot be estimated); "
+                               "nothing written")
 
+    phases("columns")
     # -- lengths: the pixel data's place is known before the header's bytes ---------------------------------
     fixed_lengths = np.array([sum(map(len, t.fixed)) for t in templates], dtype=np.int64)
     header_length = len(head) + int(fixed_lengths[template_of].sum()) + len(w.SEQ_END) + len(after) + 12
@@ -929,46 +1070,30 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
                            "(4 GiB; concatenations are not written)")
 
     # -- writing: pixel data in the background, the header meanwhile -------------------------------------
-    mins = np.zeros(int(cols["index"].max()) + 1, dtype=np.int64)
-    maxs = np.zeros_like(mins)
-
-    def extremes(indices, images):
-        pixels = images.view(np.uint8 if cols["bits"][0] == 8 else np.dtype("<u2"))
-        mins[indices] = pixels.min(axis=1)
-        maxs[indices] = pixels.max(axis=1)
-
     output = w.Output(out_path)
     pixels = None
     try:
-        pixels = w.Background(w.copy_frames, rec_path, size, rec_index, output, header_length, extremes)
-        position = 0
-        output.write(head, position)
-        position += len(head)
-        if same_layout:
-            fixed_columns = [_column(template_of, [t.fixed[j] for t in templates]) for j in range(len(names) + 1)]
-        pixels.result()  # the REC's min/max per image are known once every chunk was read
-        pixels = None
+        pixels = w.Background(w.copy_frames, rec_path, size, rec_index, output, header_length)
+        phases("start copy")
+        output.write(head, 0)
+        position = len(head)
         if private_slots:
+            mins, maxs = extremes.result()
             ss_used = np.where(ss_par == 0, 1.0, ss_par)
-            max_fp = (maxs[rec_index].astype(np.float64) * rs + ri) / (rs * ss_used)
-            min_fp = (mins[rec_index].astype(np.float64) * rs + ri) / (rs * ss_used)
-            for name, values in (("max_fp", max_fp), ("min_fp", min_fp)):
-                tag = templates[0].slot_tags[name]
-                columns[name] = _with_bases(_fixed_size(tag, "FL", values.astype("<f4")), first_dynamic,
-                                            template_of, templates, name)
+            for name, values in (("max_fp", maxs), ("min_fp", mins)):
+                estimate = (values[rec_index].astype(np.float64) * rs + ri) / (rs * ss_used)
+                columns[name] = _with_bases(_fixed_size(slot_tags[name], "FL", estimate.astype("<f4")),
+                                            first_dynamic, template_of, templates, name)
         for start in range(0, nframes, FRAMES_PER_JOIN):
             end = min(nframes, start + FRAMES_PER_JOIN)
             if same_layout:
-                parts = [fixed_columns[0][start:end]]
-                for j, name in enumerate(names):
-                    parts.append(columns[name][start:end])
-                    parts.append(fixed_columns[j + 1][start:end])
-                data = b"".join(chain.from_iterable(zip(*parts)))
+                data = _assemble(templates, names, columns, template_of, start, end)
             else:
                 data = b"".join(_frame_bytes(templates[t], columns, f) for f, t in
                                 zip(range(start, end), template_of[start:end].tolist()))
             output.write(data, position)
             position += len(data)
+        phases("header")
         tail = w.SEQ_END + after + w.head(0x7FE00010, "OW" if int(cols["bits"][0]) > 8 else "OB",
                                           total + (total & 1))
         output.write(tail, position)
@@ -977,17 +1102,18 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
             raise PhilipsError(f"internal error: header of {position} bytes, {header_length} expected")
         if total & 1:
             output.write(b"\0", header_length + total)
+        running, pixels = pixels, None
+        running.result()
+        phases("pixel data")
         output.commit()
+        phases("fsync")
     except BaseException:
         if pixels is not None:  # let the thread stop writing before the file goes
-            try:
-                pixels.result()
-            except BaseException:  # noqa: BLE001 - the first error is the one to report
-                pass
+            pixels.wait()
         output.discard()
         raise
-    return {"frames": nframes, "cloned": nframes - per_dynamic, "estimated_fp": int(later.sum()) if private_slots
-            else 0, "label_dims": asl, "bytes": total}
+    return {"frames": nframes, "cloned": nframes - per_dynamic, "estimated_fp": int(later.sum()),
+            "label_dims": asl, "bytes": total}
 
 
 def _column_length(columns: dict, name: str, later, first_dynamic, template_of, templates: list) -> int:

@@ -379,6 +379,12 @@ class _HeadState:
             if self.image_part and (stripped[0].isdigit() or stripped[0] == "-"):
                 self.rows.append(stripped.split())
 
+    def copy(self) -> "_HeadState":
+        other = _HeadState()
+        other.version, other.general, other.dataset_name = self.version, dict(self.general), self.dataset_name
+        other.image_part, other.rows = self.image_part, list(self.rows)
+        return other
+
     def checked_version(self, name: str) -> str:
         version = self.version
         if version is None:
@@ -388,19 +394,28 @@ class _HeadState:
         return version
 
 
-def parse_par(text: str, name: str = "PAR", fast: bool | None = None) -> ParFile:
-    """Parse PAR text: LF or CRLF, key variants, image lines located by their index column.
+def parse_par(text, name: str = "PAR", fast: bool | None = None) -> ParFile:
+    """Parse PAR text (str, or bytes read as latin-1): LF or CRLF, key variants, image lines located by
+    their index column.
 
     ``fast``: parse the image lines with numpy (None: when there are many); the result is the same
     either way (the numpy reading gives up, and the lines are read one by one, on anything unusual).
     """
-    banner = _banner_end(text)
+    data = text
+    if isinstance(text, str):
+        try:
+            data = text.encode("latin-1")
+        except UnicodeEncodeError:  # not a file's latin-1 text: line by line
+            data, fast = None, False
+    banner = _banner_end(data) if data is not None else None
     if fast is None:
-        fast = banner is not None and text.count("\n", banner) > FAST_LINES
+        fast = banner is not None and data.count(b"\n", banner) > FAST_LINES
     if fast and banner is not None:
-        parsed = _parse_columns(text, banner, name)
+        parsed = _parse_columns(data, banner, name)
         if parsed is not None:
             return parsed
+    if not isinstance(text, str):
+        text = text.decode("latin-1")
     state = _HeadState()
     state.feed(text.splitlines())
     version = state.checked_version(name)
@@ -416,45 +431,128 @@ def parse_par(text: str, name: str = "PAR", fast: bool | None = None) -> ParFile
     return ParFile(version, state.general, records, state.dataset_name, general_lower)
 
 
-def _banner_end(text: str):
+def _banner_end(data: bytes):
     """Where the line after the image banner (a '#' line with IMAGE INFORMATION, not DEFINITION) starts."""
     at = 0
     while True:
-        at = text.find("IMAGE INFORMATION", at)
+        at = data.find(b"IMAGE INFORMATION", at)
         if at < 0:
             return None
-        start = text.rfind("\n", 0, at) + 1
-        end = text.find("\n", at)
-        end = len(text) if end < 0 else end + 1
-        stripped = text[start:end].strip()
+        start = data.rfind(b"\n", 0, at) + 1
+        end = data.find(b"\n", at)
+        end = len(data) if end < 0 else end + 1
+        stripped = data[start:end].decode("latin-1").strip()
         if stripped.startswith("#") and "DEFINITION" not in stripped:
             return end
         at = end
 
 
-def _parse_columns(text: str, banner: int, name: str):
-    """``parse_par`` with the image lines read as numpy columns; None if anything is unusual."""
+def _parse_columns(data: bytes, banner: int, name: str):
+    """``parse_par`` with the image lines read as numpy columns; None if anything is unusual.
+
+    The console writes the image lines as a table (every line as long, every field ending in the
+    same column): then each column is a slice of the lines' bytes.  Other layouts are split into
+    tokens first.  Lines that are not image lines go through the line-by-line reading (a few).
+    """
     import numpy as np
 
     state = _HeadState()
-    state.feed(text[:banner].splitlines())
+    state.feed(data[:banner].decode("latin-1").splitlines())
     if not state.image_part:
         return None
-    try:
-        tail = text[banner:].encode("latin-1")
-    except UnicodeEncodeError:
-        return None
-    ch = np.frombuffer(tail, dtype=np.uint8)
+    ch = np.frombuffer(data, dtype=np.uint8, offset=banner)
     # Tokens are split at bytes <= 32: control characters other than tab/CR/LF/0x1F, NEL and NBSP
     # (line breaks or white space to str methods) and CR without LF go the line-by-line way.
-    controls = np.flatnonzero((ch < 32) & (ch != 10) & (ch != 13))
-    if len(controls) and ((ch[controls] != 9) & (ch[controls] != 31)).any():
+    low = np.flatnonzero(ch < 32)
+    kind = ch[low]
+    if ((kind != 10) & (kind != 13) & (kind != 9) & (kind != 31)).any():
         return None
-    if ((ch == 0x85) | (ch == 0xA0)).any():
+    high = np.flatnonzero(ch >= 0x85)
+    if len(high) and ((ch[high] == 0x85) | (ch[high] == 0xA0)).any():
         return None
-    cr = np.flatnonzero(ch == 13)
+    cr = low[kind == 13]
     if len(cr) and (cr[-1] + 1 >= len(ch) or not (ch[cr + 1] == 10).all()):
         return None
+    line_starts = np.concatenate(([0], low[kind == 10] + 1))
+    line_ends = np.append(line_starts[1:], len(ch))
+    for split in (_table, _tokens):
+        found = split(ch, line_starts, line_ends)
+        parsed = None if found is None else _parsed(data, banner, name, state.copy(), line_starts, line_ends, *found)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _parsed(data: bytes, banner: int, name: str, state, line_starts, line_ends, image_lines, fields):
+    """The ParFile of image lines ``image_lines`` (line numbers) whose columns ``fields(ncols)`` gives."""
+    import numpy as np
+
+    image = np.zeros(len(line_starts), dtype=bool)
+    image[image_lines] = True
+    state.feed([data[banner + a:banner + b].decode("latin-1")
+                for a, b, is_image in zip(line_starts.tolist(), line_ends.tolist(), image.tolist()) if not is_image])
+    if state.rows:  # a line the numpy reading does not see as an image line, but str methods do
+        return None
+    version = state.checked_version(name)
+    ncols = N_COLUMNS[version]
+    matrices = fields(ncols)
+    if matrices is None:
+        return None  # short or long lines: the line-by-line reading says what is wrong
+    columns = {}
+    for column, (matrix, constant, right_aligned) in zip(COLUMNS[:ncols], matrices):
+        kind = "enum" if column in _ENUMS else "int" if column in INT_COLUMNS else "float"
+        values = _column_values(matrix, kind, right_aligned, constant)
+        if values is None:
+            return None
+        columns[column] = values
+    n = len(image_lines)
+    for column in ("label", "b_number", "gradient_number"):
+        columns.setdefault(column, np.ones(n, dtype=np.int64))
+    general_lower = {_norm_key(k): v for k, v in state.general.items()}
+    return ParFile(version, state.general, None, state.dataset_name, general_lower, columns=columns)
+
+
+def _table(ch, line_starts, line_ends):
+    """(image line numbers, fields) when the longest run of lines of one length is a table of image lines
+    whose fields all end in the same columns; else None."""
+    import numpy as np
+
+    lengths = line_ends - line_starts
+    if len(lengths) < 2:
+        return None
+    change = np.flatnonzero(lengths[1:] != lengths[:-1]) + 1
+    run_starts = np.concatenate(([0], change))
+    run_lengths = np.diff(np.append(run_starts, len(lengths)))
+    longest = int(np.argmax(run_lengths))
+    first, n = int(run_starts[longest]), int(run_lengths[longest])
+    width = int(lengths[first])
+    if n < 2 or width < 2:
+        return None
+    table = ch[line_starts[first]:line_starts[first] + n * width].reshape(n, width)
+    solid = table > 32
+    ends = solid.copy()  # a token ends where the next byte is white space (or the line ends)
+    ends[:, :-1] &= ~solid[:, 1:]
+    if not (ends == ends[0]).all():
+        return None
+    field_ends = np.flatnonzero(ends[0]).tolist()
+    lead = table[np.arange(n), np.argmax(solid[:, :field_ends[0] + 1], axis=1)] if field_ends else None
+    if lead is None or not (((lead >= 48) & (lead <= 57)) | (lead == 45)).all():
+        return None
+    constant = (table == table[0]).all(axis=0)
+
+    def fields(ncols):
+        if len(field_ends) != ncols:
+            return None
+        bounds = [0] + [e + 1 for e in field_ends]
+        return [(table[:, a:b], bool(constant[a:b].all()), True) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    return np.arange(first, first + n), fields
+
+
+def _tokens(ch, line_starts, line_ends):
+    """(image line numbers, fields) from the lines split into tokens at white space; None if no image lines."""
+    import numpy as np
+
     space = np.ones(len(ch) + 1, dtype=bool)
     space[1:] = ch <= 32
     edge = np.empty(len(ch) + 1, dtype=bool)
@@ -462,84 +560,62 @@ def _parse_columns(text: str, banner: int, name: str):
     edge[-1] = not space[-1]
     bounds = np.flatnonzero(edge)  # token start, token end, start, end, ...
     starts, ends = bounds[0::2], bounds[1::2]
-    line_starts = np.concatenate(([0], np.flatnonzero(ch == 10) + 1))
-    line_ends = np.append(line_starts[1:], len(ch))
     first = np.searchsorted(starts, line_starts)  # the first token of each line
     counts = np.diff(np.append(first, len(starts)))
     filled = np.flatnonzero(counts)
     lead = ch[starts[first[filled]]]
-    is_image = ((lead >= 48) & (lead <= 57)) | (lead == 45)
-    image, other = filled[is_image], filled[~is_image]
-    state.feed([tail[line_starts[k]:line_ends[k]].decode("latin-1") for k in other.tolist()])
-    if state.rows:  # a line the numpy reading does not see as an image line, but str methods do
+    image = filled[((lead >= 48) & (lead <= 57)) | (lead == 45)]
+    if not len(image):
         return None
-    version = state.checked_version(name)
-    ncols = N_COLUMNS[version]
-    if not len(image) or (counts[image] != ncols).any():
-        return None  # no image lines, short or long lines: the line-by-line reading says what is wrong
-    n = len(image)
-    tokens = first[image][:, None] + np.arange(ncols)
-    token_starts, token_ends = starts[tokens], ends[tokens]
-    del tokens, starts, ends, bounds, edge, space
-    # The console's PARs are a table: every line as long, every field ending in the same column.
-    row_starts = line_starts[image]
-    width = int(line_ends[image[0]] - row_starts[0])
-    table = None
-    if (line_ends[image] - row_starts == width).all() and (np.diff(row_starts) == width).all():
-        field_ends = token_ends - row_starts[:, None]
-        if (field_ends == field_ends[0]).all():
-            table = ch[row_starts[0]:row_starts[0] + n * width].reshape(n, width)
-            field_ends = field_ends[0].tolist()
-    padded = None if table is not None else np.concatenate((ch, np.zeros(64, dtype=np.uint8)))
-    constant = None if table is None else (table == table[0]).all(axis=0)  # bytes alike in every line
-    lengths = (token_ends - token_starts).max(axis=0).tolist()
-    columns = {}
-    for k, column in enumerate(COLUMNS[:ncols]):
-        kind = "enum" if column in _ENUMS else "int" if column in INT_COLUMNS else "float"
-        w = lengths[k]
-        if w > 60:
+    padded = np.concatenate((ch, np.zeros(64, dtype=np.uint8)))
+
+    def fields(ncols):
+        if (counts[image] != ncols).any():
             return None
-        if table is not None:  # right-aligned in fixed columns: a slice (leading blanks are fine)
-            if constant[field_ends[k] - w:field_ends[k]].all():
-                text = table[0, field_ends[k] - w:field_ends[k]].tobytes().decode("latin-1")
-                try:
-                    value = float(text) if kind == "float" else _int(text)
-                except ValueError:
-                    return None
-                columns[column] = np.full(n, value, dtype=np.float64 if kind == "float" else np.int64)
-                continue
-            matrix = np.ascontiguousarray(table[:, field_ends[k] - w:field_ends[k]])
-        else:
+        tokens = first[image][:, None] + np.arange(ncols)
+        token_starts, token_ends = starts[tokens], ends[tokens]
+        out = []
+        for k in range(ncols):
+            a, b = token_starts[:, k], token_ends[:, k]
+            w = int((b - a).max())
+            if w > 60:
+                return None
             offsets = np.arange(w)
-            matrix = padded[token_starts[:, k][:, None] + offsets]
-            matrix[offsets >= (token_ends[:, k] - token_starts[:, k])[:, None]] = 0  # NUL: ignored by 'S'
-        values = _column_values(matrix, kind, right_aligned=table is not None)
-        if values is None:
-            return None
-        columns[column] = values
-    for column in ("label", "b_number", "gradient_number"):
-        columns.setdefault(column, np.ones(n, dtype=np.int64))
-    general_lower = {_norm_key(k): v for k, v in state.general.items()}
-    return ParFile(version, state.general, None, state.dataset_name, general_lower, columns=columns)
+            matrix = padded[a[:, None] + offsets]
+            matrix[offsets >= (b - a)[:, None]] = 0  # NUL: ignored by the 'S' type
+            out.append((matrix, False, False))
+        return out
+
+    return image, fields
 
 
-def _column_values(matrix, kind: str, right_aligned: bool):
-    """One column's texts (rows of ``matrix``) converted as ``_CONVERTERS`` would; None if not alike."""
+def _column_values(matrix, kind: str, right_aligned: bool, constant: bool = False):
+    """One column's texts (rows of ``matrix``, NUL-padded or right-aligned between blanks) converted as
+    ``_CONVERTERS`` would; None if not alike.  ``constant``: every row holds the same bytes."""
     import numpy as np
 
-    texts = matrix.view(f"S{matrix.shape[1]}").ravel()
     try:
-        if (texts == texts[0]).all():  # one distinct text (most columns): converted once
+        if constant:  # one distinct text (most columns): converted once
+            text = matrix[0].tobytes().decode("latin-1").strip("\0")
+            value = float(text) if kind == "float" else _int(text)
+            return np.full(len(matrix), value, dtype=np.float64 if kind == "float" else np.int64)
+        if right_aligned:  # the console's plain numbers, converted with numpy
+            if kind != "float":
+                numbers = _plain_numbers(matrix, decimals=False)
+                if numbers is not None:
+                    return numbers
+            numbers = _plain_numbers(matrix, decimals=True)
+            if numbers is not None:
+                return numbers if kind == "float" else np.trunc(numbers).astype(np.int64)
+        matrix = np.ascontiguousarray(matrix)
+        texts = matrix.view(f"S{matrix.shape[1]}").ravel()
+        if (texts == texts[0]).all():
             text = texts[0].decode("latin-1")
             value = float(text) if kind == "float" else _int(text)
             return np.full(len(texts), value, dtype=np.float64 if kind == "float" else np.int64)
         if kind == "float":
             return texts.astype(np.float64)
         if kind == "int":
-            if right_aligned and matrix.shape[1] <= 18:
-                numbers = _plain_ints(matrix)
-                if numbers is not None:
-                    return numbers
             try:
                 return texts.astype(np.int64)
             except ValueError:  # '3.0' in an integer column: int(float(text)), as _int does
@@ -552,24 +628,51 @@ def _column_values(matrix, kind: str, right_aligned: bool):
         return None
 
 
-def _plain_ints(matrix):
-    """Right-aligned decimal integers (blanks, an optional '-', digits) as int64; None for anything else."""
+def _plain_numbers(matrix, decimals: bool):
+    """Right-aligned numbers (white space, an optional '-', digits, with ``decimals`` one optional '.'):
+    int64 (``decimals`` False) or float64 equal to Python's ``int()``/``float()`` of each text; None for
+    anything else.  A decimal is its digits as an integer divided by a power of ten: both exact below
+    2**53 and 10**22, so the one rounding of the division gives the correctly rounded value, as float()."""
     import numpy as np
 
-    digits = matrix.astype(np.int64) - 48
-    is_digit = (digits >= 0) & (digits <= 9)
-    count = is_digit.sum(axis=1)
-    place = np.arange(matrix.shape[1])
-    first = matrix.shape[1] - count  # where the digits must start
-    if not (count > 0).all() or not (is_digit == (place >= first[:, None])).all():
+    n, width = matrix.shape
+    if width > 40:
         return None
-    minus = matrix == 45
-    blank = matrix == 32
-    sign_ok = (minus.sum(axis=1) <= 1) & (~minus | (place == (first - 1)[:, None])).all(axis=1)
-    if not sign_ok.all() or not (is_digit | minus | blank).all():
+    chars = np.ascontiguousarray(matrix.T)  # one row per character place: reductions add whole rows
+    digit_value = chars - np.uint8(48)  # wraps below '0'
+    digit = digit_value <= 9
+    dot = chars == 46
+    body = digit | dot if decimals else digit
+    if not body[-1].all() or (body[:-1] > body[1:]).any():
+        return None  # the number must end the field and be all digits (and a dot) once begun
+    start = width - body.sum(axis=0)
+    other = ~(body | (chars <= 32))  # before the number: white space and one '-' just before it
+    negative = np.zeros(n, dtype=bool)
+    if other.any():
+        if (other.sum(axis=0) > 1).any() or (chars[start - 1, np.arange(n)][other.any(axis=0)] != 45).any():
+            return None
+        negative = other.any(axis=0)
+    count = digit.sum(axis=0)
+    if not (count > 0).all() or count.max() > (15 if decimals else 18):
         return None
-    values = (np.where(is_digit, digits, 0) * 10 ** (matrix.shape[1] - 1 - place)).sum(axis=1)
-    return np.where(minus.any(axis=1), -values, values)
+    dots_before = np.zeros(n, dtype=np.int64)  # dots at or right of the place: digits left of a dot count one less
+    mantissa = np.zeros(n, dtype=np.int64)
+    for place in range(width - 1, -1, -1):
+        if decimals:
+            dots_before += dot[place]
+        power = 10 ** (width - 1 - place)
+        values = np.where(digit[place], digit_value[place], 0).astype(np.int64)
+        if decimals:
+            mantissa += values * (power // 10 ** dots_before) if dots_before.any() else values * power
+        else:
+            mantissa += values * power
+    if not decimals:
+        return np.where(negative, -mantissa, mantissa)
+    if (dots_before > 1).any():
+        return None
+    fraction = np.where(dots_before > 0, width - 1 - np.argmax(dot, axis=0), 0)
+    values = mantissa / (10.0 ** fraction)
+    return np.where(negative, -values, values)
 
 
 def _enum(table):
@@ -666,7 +769,7 @@ def read_par(path) -> ParFile:
         data = path.read_bytes()
     except OSError as exc:
         raise ParError(f"{path}: {exc.strerror or exc}") from None
-    return parse_par(data.decode("latin-1"), str(path))
+    return parse_par(data, str(path))
 
 
 def rec_path_of(par_path):

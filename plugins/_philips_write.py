@@ -325,17 +325,98 @@ class Background:
             raise self._error
         return self._value
 
+    def wait(self) -> None:
+        """Wait for the thread to end, whatever its outcome (after another error, before cleaning up)."""
+        self._thread.join()
 
-def copy_frames(rec_path: Path, size: int, order, output: Output, offset: int, extremes=None,
+
+def _mapped(fd: int, length: int):
+    """The first ``length`` bytes of an open file, memory-mapped read-only (None where that fails)."""
+    import mmap
+
+    if length <= 0:
+        return None
+    try:
+        return mmap.mmap(fd, length, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+
+
+def _release(mm, start: int, end: int) -> None:
+    """Drop the pages of ``mm[start:end]`` from this process (they stay in the page cache): the memory the
+    process holds stays a chunk, not the whole REC."""
+    import mmap
+
+    page = mmap.PAGESIZE
+    start, end = start // page * page, min(len(mm), (end + page - 1) // page * page)
+    if end > start and hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+def rec_extremes(rec_path: Path, size: int, count: int, bits: int, chunk_bytes: int = 16 << 20):
+    """(min, max) of the stored values of each of the first ``count`` REC images (numpy arrays)."""
+    import numpy as np
+
+    dtype = np.uint8 if bits == 8 else np.dtype("<u2")
+    mins = np.zeros(count, dtype=np.int64)
+    maxs = np.zeros(count, dtype=np.int64)
+    per_chunk = max(1, chunk_bytes // max(size, 1))
+    fd = os.open(rec_path, os.O_RDONLY)
+    mm = images = None
+    try:
+        if count * size > os.fstat(fd).st_size:
+            raise PhilipsError(f"{rec_path}: pixel data ends early (truncated file?)")
+        mm = _mapped(fd, count * size)
+        buffer = None if mm is not None else bytearray(min(per_chunk, count) * size)
+        for first in range(0, count, per_chunk):
+            n = min(per_chunk, count - first)
+            if mm is not None:
+                images = np.frombuffer(mm, dtype=dtype, count=n * size // dtype.itemsize, offset=first * size)
+            else:
+                view = memoryview(buffer)[:n * size]
+                if os.preadv(fd, [view], first * size) != n * size:
+                    raise PhilipsError(f"{rec_path}: pixel data ends early (truncated file?)")
+                images = np.frombuffer(view, dtype=dtype)
+            images = images.reshape(n, -1)
+            mins[first:first + n] = images.min(axis=1)
+            maxs[first:first + n] = images.max(axis=1)
+            del images
+            if mm is not None:
+                _release(mm, first * size, (first + n) * size)
+    finally:
+        images = None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # a view still held by a traceback: closed when collected
+                pass
+        os.close(fd)
+    return mins, maxs
+
+
+def _write_views(output: "Output", views: list, offset: int) -> None:
+    """Write ``views`` (buffers, in order) at ``offset`` with as few ``pwritev`` calls as the system allows."""
+    limit = getattr(os, "IOV_MAX", None) or 1024
+    for first in range(0, len(views), limit):
+        group = views[first:first + limit]
+        want = sum(v.nbytes for v in group)
+        done = os.pwritev(output.fd, group, offset)
+        if done < want:  # a short write: the rest one buffer at a time
+            rest = memoryview(b"".join(group))[done:]
+            output.write(rest, offset + done)
+        if output._advise and want:
+            os.posix_fadvise(output.fd, offset, want, os.POSIX_FADV_DONTNEED)
+        offset += want
+
+
+def copy_frames(rec_path: Path, size: int, order, output: Output, offset: int,
                 chunk_bytes: int = 16 << 20) -> None:
     """Write REC image ``order[k]`` (``size`` bytes each) as frame k at ``offset + k * size`` of ``output``.
 
-    The REC is read in its own order a chunk at a time (one read per run of consecutive images
-    needed), the chunk's images are put in frame order with numpy and written with one write per
-    run of consecutive frames: a BOLD run (REC dynamic-major, frames slice-major) takes a few
-    hundred system calls, not one per frame.  Memory: two chunks.  ``extremes``: a callback
-    ``(REC indices, images as an (n, pixels) array)`` called for every chunk read (the builder's
-    min/max per image), before its frames are written.
+    The REC is taken in its own order a chunk at a time (memory-mapped; a read buffer where mapping
+    fails) and each run of consecutive frames goes out with one ``pwritev`` of the images' buffers,
+    so the kernel gathers them: a BOLD run (REC dynamic-major, frames slice-major) takes a few
+    hundred system calls and one copy of the pixel data.  Memory: one chunk of the REC.
     """
     import numpy as np
 
@@ -345,36 +426,56 @@ def copy_frames(rec_path: Path, size: int, order, output: Output, offset: int, e
     by_source = np.argsort(order, kind="stable")  # frames in REC order
     sources = order[by_source]
     per_chunk = max(1, chunk_bytes // max(size, 1))
-    inbuf = np.empty((min(per_chunk, len(order)), size), dtype=np.uint8)
-    outbuf = np.empty_like(inbuf)
-    inview = memoryview(inbuf).cast("B")
     fd = os.open(rec_path, os.O_RDONLY)
+    mm = whole = source_view = None
     try:
-        if (int(sources[0]) < 0
-                or (int(sources[-1]) + 1) * size > os.fstat(fd).st_size):
+        end = (int(sources[-1]) + 1) * size
+        if int(sources[0]) < 0 or end > os.fstat(fd).st_size:
             raise PhilipsError(f"{rec_path}: pixel data ends early (truncated file?)")
+        mm = _mapped(fd, end)
+        whole = memoryview(mm) if mm is not None else None
+        buffer = None if mm is not None else memoryview(bytearray(min(per_chunk, len(order)) * size))
         for start in range(0, len(order), per_chunk):
             frames = by_source[start:start + per_chunk]
-            wanted = np.unique(sources[start:start + per_chunk])  # sorted, each image once
-            breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
-            filled = 0
-            for run in np.split(wanted, breaks):
-                want = len(run) * size
-                got = os.preadv(fd, [inview[filled * size:filled * size + want]], int(run[0]) * size)
-                if got != want:
-                    raise PhilipsError(f"{rec_path}: pixel data ends early (truncated file?)")
-                filled += len(run)
-            if extremes is not None:
-                extremes(wanted, inbuf[:filled])
-            local = np.searchsorted(wanted, sources[start:start + per_chunk])
+            chunk_sources = sources[start:start + per_chunk]
+            if whole is not None:
+                base, source_view = 0, whole
+            else:  # read the images the chunk needs, one read per run of consecutive images
+                wanted = np.unique(chunk_sources)
+                breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+                filled = 0
+                for run in np.split(wanted, breaks):
+                    want = len(run) * size
+                    got = os.preadv(fd, [buffer[filled * size:filled * size + want]], int(run[0]) * size)
+                    if got != want:
+                        raise PhilipsError(f"{rec_path}: pixel data ends early (truncated file?)")
+                    filled += len(run)
+                chunk_sources = np.searchsorted(wanted, chunk_sources)
+                base, source_view = 0, buffer
             into = np.argsort(frames, kind="stable")  # the chunk's frames in file order
-            targets = frames[into]
-            np.take(inbuf[:filled], local[into], axis=0, out=outbuf[:len(frames)])
-            outview = memoryview(outbuf).cast("B")
-            runs = np.flatnonzero(np.diff(targets) != 1) + 1
-            bounds = [0] + runs.tolist() + [len(targets)]
-            first_targets = targets[bounds[:-1]].tolist()
-            for a, b, target in zip(bounds[:-1], bounds[1:], first_targets):
-                output.write(outview[a * size:b * size], offset + target * size)
+            targets = frames[into].tolist()
+            images = chunk_sources[into].tolist()
+            run_start = 0
+            for k in range(1, len(targets) + 1):
+                if k < len(targets) and targets[k] == targets[k - 1] + 1:
+                    continue
+                views, first_image, previous = [], images[run_start], images[run_start]
+                for image in images[run_start + 1:k]:  # consecutive images: one buffer
+                    if image != previous + 1:
+                        views.append(source_view[base + first_image * size:base + (previous + 1) * size])
+                        first_image = image
+                    previous = image
+                views.append(source_view[base + first_image * size:base + (previous + 1) * size])
+                _write_views(output, views, offset + targets[run_start] * size)
+                del views
+                run_start = k
+            if mm is not None:
+                _release(mm, int(sources[start]) * size, (int(chunk_sources[-1]) + 1) * size)
     finally:
+        whole = source_view = None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # a view still held by a traceback: closed when collected
+                pass
         os.close(fd)
