@@ -230,14 +230,18 @@ def _lean_copy(ds, path: Path):
 
 def read_classic(folder: Path, files: list | None = None) -> list[Classic]:
     """The classic files (``files``, else every visible file of ``folder``), sorted by path."""
-    from dcmpipe.enhanced import EnhancedError, LeanDataset, read_dataset
+    from dcmpipe.enhanced import EnhancedError, LeanDataset
+
+    from ._philips_lean import read_series
 
     if files is None:
         files = [p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")]
+    paths = sorted(Path(p) for p in files)
     out = []
-    for path in sorted(Path(p) for p in files):
+    series = read_series(paths)
+    for path in paths:
         try:
-            ds = read_dataset(path, pixels=True, lean=True)
+            _, ds = next(series)
         except EnhancedError as exc:
             reason = str(exc).removeprefix(f"{path}: ")
             raise PhilipsError(f"{path}: not a readable DICOM file ({reason})") from None
@@ -840,23 +844,48 @@ def _with_bases(column: list, first_dynamic, template_of, templates: list, name:
     return column
 
 
-def _frame_times(templates: list, template_of, shift, later, first_dynamic) -> tuple:
-    """The Frame Acquisition DateTime and private Content Time columns: a frame of dynamic d > 1 has its
-    dynamic-1 frame's time + (begin time d - begin time 1); each distinct (time, shift) computed once."""
+class _FrameTimes:
+    """Frame Acquisition DateTime and private Content Time of the frames of dynamics > 1: their dynamic-1
+    frame's time + (begin time d - begin time 1), each distinct (time, shift) computed once."""
+
+    def __init__(self, templates: list, template_of, shift, later):
+        import numpy as np
+
+        texts = [t.frame_time for t in templates]
+        distinct_texts = list(dict.fromkeys(texts))
+        text_code = np.array([distinct_texts.index(text) for text in texts], dtype=np.int64)[template_of]
+        shift_values, shift_codes = _codes(np.where(later, shift, 0.0))
+        pairs, self.codes = _codes(text_code * len(shift_values) + shift_codes)
+        self.tables = {"frame_time": [], "content_time": []}
+        for code in pairs.tolist():
+            text = _dt_plus(distinct_texts[code // len(shift_values)], float(shift_values[code % len(shift_values)]))
+            self.tables["frame_time"].append(w.text(0x00189074, "DT", text))
+            self.tables["content_time"].append(w.text(0x00080033, "TM", text[8:]))
+
+    def lengths(self, name: str):
+        import numpy as np
+
+        return np.array([len(b) for b in self.tables[name]], dtype=np.int64)[self.codes]
+
+    def column(self, name: str) -> list:
+        return _column(self.codes, self.tables[name])
+
+
+def _uid_length(nframes: int) -> int:
+    """The length of each element ``_uids(nframes)`` makes."""
+    prefix, first_number = _uid_prefix(nframes)
+    length = len(prefix) + len(str(first_number))
+    return 8 + length + (length & 1)
+
+
+def _integer_lengths(values):
+    """The lengths of the elements ``_integer_elements`` makes of ``values``."""
     import numpy as np
 
-    texts = [t.frame_time for t in templates]
-    distinct_texts = list(dict.fromkeys(texts))
-    text_code = np.array([distinct_texts.index(text) for text in texts], dtype=np.int64)[template_of]
-    shift_values, shift_codes = _codes(np.where(later, shift, 0.0))
-    pairs, pair_codes = _codes(text_code * len(shift_values) + shift_codes)
-    table_time, table_content = [], []
-    for code in pairs.tolist():
-        text = _dt_plus(distinct_texts[code // len(shift_values)], float(shift_values[code % len(shift_values)]))
-        table_time.append(w.text(0x00189074, "DT", text))
-        table_content.append(w.text(0x00080033, "TM", text[8:]))
-    return (_with_bases(_column(pair_codes, table_time), first_dynamic, template_of, templates, "frame_time"),
-            _with_bases(_column(pair_codes, table_content), first_dynamic, template_of, templates, "content_time"))
+    values = np.asarray(values, dtype=np.int64)
+    digits = 1 + np.searchsorted(10 ** np.arange(1, 19, dtype=np.int64), np.abs(values), side="right")
+    length = digits + (values < 0)
+    return 8 + length + (length & 1)
 
 
 def _uids(nframes: int) -> list:
@@ -1005,65 +1034,92 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
     same_layout = all(t.names == names for t in templates)
 
     phases("templates")
-    # -- the slots' columns (every value but the Max/Min FP estimates) -------------------------------------
-    columns = {}
-    columns["dyn4"] = _rows(dyn.astype("<u4").view(np.uint8).reshape(-1, 4))
-    dyn_time = cols["dyn_time"][order]
-    shift = dyn_time - cols["dyn_time"][row1][template_of]
-    columns["frame_time"], columns["content_time"] = _frame_times(templates, template_of, shift, later,
-                                                                  first_dynamic)
-    columns["sop"] = _with_bases(_uids(nframes), first_dynamic, template_of, templates, "sop")
-    instance_base = np.array([int(t.instance) for t in templates], dtype=np.int64)
-    columns["instance"] = _with_bases(_integer_elements(0x00200013, "IS", instance_base[template_of] +
-                                                        (dyn - 1) * per_dynamic),
-                                      first_dynamic, template_of, templates, "instance")
-    columns["dynamic"] = _with_bases(_integer_elements(0x00200100, "IS", dyn),
-                                     first_dynamic, template_of, templates, "dynamic")
-    for name, column, tag in (("wc", "window_center", 0x00281050), ("ww", "window_width", 0x00281051)):
-        columns[name] = _with_bases(_integer_elements(tag, "DS", cols[column][order]),
-                                    first_dynamic, template_of, templates, name)
-    for name, column, tag in (("rs", "rescale_slope", 0x00281053), ("ri", "rescale_intercept", 0x00281052)):
-        values = cols[column][order]
-        same = values == cols[column][row1][template_of]  # the PAR prints dynamic 1's value: the classic text
-        column_bytes = _distinct(values, lambda v, tag=tag: w.text(tag, "DS", _ds_text(v)))
-        for f, t in zip(np.flatnonzero(same).tolist(), template_of[same].tolist()):
-            column_bytes[f] = templates[t].base[name]
-        columns[name] = _with_bases(column_bytes, first_dynamic, template_of, templates, name)
+    # -- the slots: their lengths now (the pixel data's place), their bytes while the pixel data is copied ----
     private_slots = any("ss" in t.names for t in templates)
+    slot_tags = next((t.slot_tags for t in templates if "ss" in t.names), {})
+    dyn_time = cols["dyn_time"][order]
     rs, ri = cols["rescale_slope"][order], cols["rescale_intercept"][order]
     ss_par = cols["scale_slope"][order]
+    fmri = cols["fmri_status"][order]
     if private_slots:
-        slot_tags = next(t.slot_tags for t in templates if "ss" in t.names)
-        same = ss_par == cols["scale_slope"][row1][template_of]
-        ss_col = _fixed_size(slot_tags["ss"], "FL", ss_par.astype("<f4"))
-        for f, t in zip(np.flatnonzero(same).tolist(), template_of[same].tolist()):
-            ss_col[f] = templates[t].base["ss"]
-        columns["ss"] = _with_bases(ss_col, first_dynamic, template_of, templates, "ss")
-        columns["dyn_time"] = _with_bases(_fixed_size(slot_tags["dyn_time"], "FL", dyn_time.astype("<f4")),
-                                          first_dynamic, template_of, templates, "dyn_time")
-        fmri = cols["fmri_status"][order]
         if fmri.min(initial=0) < -32768 or fmri.max(initial=0) > 32767:
             raise PhilipsError(f"{par_path}: fMRI status values do not fit a signed short")
-        columns["fmri"] = _with_bases(_fixed_size(slot_tags["fmri"], "SS", fmri.astype("<i2")),
-                                      first_dynamic, template_of, templates, "fmri")
-        columns["max_fp"] = columns["min_fp"] = None  # once the REC's values are known
         if (rs[later] * np.where(ss_par == 0, 1.0, ss_par)[later] == 0).any():
             raise PhilipsError(f"{par_path}: a rescale slope of 0 (MR Max/Min FP cannot be estimated); "
                                "nothing written")
+    instances = np.array([int(t.instance) for t in templates], dtype=np.int64)[template_of] + (dyn - 1) * per_dynamic
+    times = _FrameTimes(templates, template_of, dyn_time - cols["dyn_time"][row1][template_of], later)
+    rescale = {}  # name -> (PAR values, frames whose PAR value is dynamic 1's: the classic file's text)
+    for name, column in (("rs", "rescale_slope"), ("ri", "rescale_intercept"), ("ss", "scale_slope")):
+        values = cols[column][order]
+        rescale[name] = (values, values == cols[column][row1][template_of])
 
-    phases("columns")
+    def base_lengths(name):
+        return np.array([len(t.base.get(name, b"")) for t in templates], dtype=np.int64)[template_of]
+
+    def lengths(name):  # the bytes of one slot's element, per frame
+        if name == "dyn4":
+            return np.full(nframes, 4, dtype=np.int64)
+        if name in ("frame_time", "content_time"):
+            computed = times.lengths(name)
+        elif name == "sop":
+            computed = np.full(nframes, _uid_length(nframes), dtype=np.int64)
+        elif name in ("instance", "dynamic", "wc", "ww"):
+            computed = _integer_lengths({"instance": instances, "dynamic": dyn, "wc": cols["window_center"][order],
+                                         "ww": cols["window_width"][order]}[name])
+        elif name in ("rs", "ri"):
+            values, same = rescale[name]
+            distinct, codes = _codes(values)
+            table = np.array([len(w.text(0, "DS", _ds_text(v))) for v in distinct.tolist()], dtype=np.int64)
+            computed = np.where(same, base_lengths(name), table[codes])
+        elif name == "ss":
+            computed = np.where(rescale["ss"][1], base_lengths(name), 12)
+        else:  # FL/SS elements: max_fp, min_fp, dyn_time, fmri
+            computed = np.full(nframes, 10 if name == "fmri" else 12, dtype=np.int64)
+        return np.where(later, computed, base_lengths(name))
+
+    def column(name):  # the elements of one slot, per frame (frames of dynamic 1: their classic file's own)
+        if name == "dyn4":
+            return _rows(dyn.astype("<u4").view(np.uint8).reshape(-1, 4))
+        if name in ("frame_time", "content_time"):
+            values = times.column(name)
+        elif name == "sop":
+            values = _uids(nframes)
+        elif name == "instance":
+            values = _integer_elements(0x00200013, "IS", instances)
+        elif name == "dynamic":
+            values = _integer_elements(0x00200100, "IS", dyn)
+        elif name in ("wc", "ww"):
+            tag, par_column = (0x00281050, "window_center") if name == "wc" else (0x00281051, "window_width")
+            values = _integer_elements(tag, "DS", cols[par_column][order])
+        elif name in ("rs", "ri", "ss"):
+            par_values, same = rescale[name]
+            if name == "ss":
+                values = _fixed_size(slot_tags["ss"], "FL", par_values.astype("<f4"))
+            else:
+                tag = 0x00281053 if name == "rs" else 0x00281052
+                values = _distinct(par_values, lambda v: w.text(tag, "DS", _ds_text(v)))
+            for f, t in zip(np.flatnonzero(same).tolist(), template_of[same].tolist()):
+                values[f] = templates[t].base[name]
+        elif name == "dyn_time":
+            values = _fixed_size(slot_tags["dyn_time"], "FL", dyn_time.astype("<f4"))
+        elif name == "fmri":
+            values = _fixed_size(slot_tags["fmri"], "SS", fmri.astype("<i2"))
+        else:  # max_fp, min_fp: from the REC's min/max per image
+            mins, maxs = extremes.result()
+            ss_used = np.where(ss_par == 0, 1.0, ss_par)
+            estimate = ((maxs if name == "max_fp" else mins)[rec_index].astype(np.float64) * rs + ri) / (rs * ss_used)
+            values = _fixed_size(slot_tags[name], "FL", estimate.astype("<f4"))
+        return _with_bases(values, first_dynamic, template_of, templates, name)
+
+    phases("slots")
     # -- lengths: the pixel data's place is known before the header's bytes ---------------------------------
     fixed_lengths = np.array([sum(map(len, t.fixed)) for t in templates], dtype=np.int64)
     header_length = len(head) + int(fixed_lengths[template_of].sum()) + len(w.SEQ_END) + len(after) + 12
-    if same_layout:
-        for name in set(names):
-            header_length += names.count(name) * _column_length(columns, name, later, first_dynamic, template_of,
-                                                                templates)
-    else:  # classic files whose private blocks differ: frame by frame
-        for f, t in enumerate(template_of.tolist()):
-            for name in templates[t].names:
-                header_length += 12 if columns[name] is None and later[f] else \
-                    len(templates[t].base[name] if columns[name] is None else columns[name][f])
+    all_names = sorted({name for t in templates for name in t.names})
+    for name in all_names:
+        uses = np.array([t.names.count(name) for t in templates], dtype=np.int64)[template_of]
+        header_length += int((lengths(name) * uses).sum())
     total = nframes * size
     if total + (total & 1) > 0xFFFFFFFE:
         raise PhilipsError(f"{folder}: {total} bytes of pixel data do not fit one Enhanced MR object "
@@ -1074,16 +1130,11 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
     pixels = None
     try:
         pixels = w.Background(w.copy_frames, rec_path, size, rec_index, output, header_length)
-        phases("start copy")
+        phases("lengths")
         output.write(head, 0)
         position = len(head)
-        if private_slots:
-            mins, maxs = extremes.result()
-            ss_used = np.where(ss_par == 0, 1.0, ss_par)
-            for name, values in (("max_fp", maxs), ("min_fp", mins)):
-                estimate = (values[rec_index].astype(np.float64) * rs + ri) / (rs * ss_used)
-                columns[name] = _with_bases(_fixed_size(slot_tags[name], "FL", estimate.astype("<f4")),
-                                            first_dynamic, template_of, templates, name)
+        columns = {name: column(name) for name in all_names}
+        phases("columns")
         for start in range(0, nframes, FRAMES_PER_JOIN):
             end = min(nframes, start + FRAMES_PER_JOIN)
             if same_layout:
@@ -1114,13 +1165,6 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
         raise
     return {"frames": nframes, "cloned": nframes - per_dynamic, "estimated_fp": int(later.sum()),
             "label_dims": asl, "bytes": total}
-
-
-def _column_length(columns: dict, name: str, later, first_dynamic, template_of, templates: list) -> int:
-    """The bytes of one slot's column over all frames (Max/Min FP: 12 bytes each, known before their values)."""
-    if columns[name] is not None:
-        return sum(map(len, columns[name]))
-    return 12 * int(later.sum()) + sum(len(templates[t].base[name]) for t in template_of[first_dynamic].tolist())
 
 
 def _frame_bytes(t: Template, columns: dict, f: int) -> bytes:

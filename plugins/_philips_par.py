@@ -532,13 +532,13 @@ def _table(ch, line_starts, line_ends):
     solid = table > 32
     ends = solid.copy()  # a token ends where the next byte is white space (or the line ends)
     ends[:, :-1] &= ~solid[:, 1:]
-    if not (ends == ends[0]).all():
+    if not (ends.all(axis=0) | ~ends.any(axis=0)).all():  # the same in every line
         return None
     field_ends = np.flatnonzero(ends[0]).tolist()
     lead = table[np.arange(n), np.argmax(solid[:, :field_ends[0] + 1], axis=1)] if field_ends else None
     if lead is None or not (((lead >= 48) & (lead <= 57)) | (lead == 45)).all():
         return None
-    constant = (table == table[0]).all(axis=0)
+    constant = table.min(axis=0) == table.max(axis=0)  # bytes alike in every line
 
     def fields(ncols):
         if len(field_ends) != ncols:
