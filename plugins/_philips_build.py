@@ -169,10 +169,11 @@ def _dt_plus(text: str, seconds: float) -> str:
 class Classic:
     """One classic file: its lean data set, its private blocks, its 140F item and PAR key."""
 
-    __slots__ = ("path", "ds", "blocks", "c140", "key")
+    __slots__ = ("path", "ds", "blocks", "c140", "key", "data", "layout")
 
-    def __init__(self, path: Path, ds):
+    def __init__(self, path: Path, ds, data=None, layout=None):
         self.path, self.ds = path, ds
+        self.data, self.layout = data, layout  # the bytes the lean data set lies in; files alike share a layout
         self.blocks = {group: _blocks_of(ds, group) for group in (0x2001, 0x2005)}
         self.c140 = None
         self.key = None
@@ -222,10 +223,11 @@ def _lean_copy(ds, path: Path):
     fp.is_little_endian, fp.is_implicit_VR = True, False
     try:
         write_dataset(fp, ds)
-        item, _ = lean_item(w.ITEM_START + fp.getvalue() + w.ITEM_END)
+        data = w.ITEM_START + fp.getvalue() + w.ITEM_END
+        item, _ = lean_item(data)
     except Exception as exc:  # noqa: BLE001 - anything pydicom or the walk refuses: one line
         raise PhilipsError(f"{path}: cannot be re-encoded as explicit VR little endian ({exc})") from None
-    return item
+    return item, data
 
 
 def read_classic(folder: Path, files: list | None = None) -> list[Classic]:
@@ -241,13 +243,13 @@ def read_classic(folder: Path, files: list | None = None) -> list[Classic]:
     series = read_series(paths)
     for path in paths:
         try:
-            _, ds = next(series)
+            _, ds, data, layout = next(series)
         except EnhancedError as exc:
             reason = str(exc).removeprefix(f"{path}: ")
             raise PhilipsError(f"{path}: not a readable DICOM file ({reason})") from None
         if not isinstance(ds, LeanDataset):
-            ds = _lean_copy(ds, path)
-        out.append(Classic(path, ds))
+            ds, data = _lean_copy(ds, path)
+        out.append(Classic(path, ds, data, layout))
     if not out:
         raise PhilipsError(f"{folder}: no classic DICOM files")
     return out
@@ -632,6 +634,20 @@ class Template:
     __slots__ = ("fixed", "names", "base", "frame_time", "instance", "slot_tags")
 
 
+class _Plan:
+    """A classic file's per-frame item as parts: bytes, slots, elements as they lie in the file (``Raw``) and
+    values computed from the file (``Computed``).  Files laid out alike share a plan when the values it
+    used to make its bytes (``depends``: ranges of the file) and their private creators are the same."""
+
+    __slots__ = ("parts", "depends", "blocks", "slot_tags", "data", "layout")
+
+    def fits(self, c: "Classic") -> bool:
+        if self.layout is None or c.layout != self.layout or c.data is None or c.blocks != self.blocks:
+            return False
+        data, mine = c.data, self.data
+        return all(data[a:b] == mine[a:b] for a, b in self.depends)
+
+
 def _slot_element(ds, tag: int, name: str, default: str) -> bytes:
     """A slot's element for the classic file itself: its bytes if it has the slot's VR, else its text."""
     vr = SLOTS[name]
@@ -643,23 +659,60 @@ def _slot_element(ds, tag: int, name: str, default: str) -> bytes:
     return w.text(tag, vr, _text(ds, tag, default) if el is not None else default)
 
 
-def _frame_template(c: Classic, series_start: str, duration_ms: float, div_prefix: bytes, div_suffix: bytes,
-                    ndims: int) -> Template:
-    """The per-frame functional group item of one classic file, as fixed bytes between slots."""
-    ds, c140 = c.ds, c.c140
+_PUBLIC_SLOTS = {"sop": 0x00080018, "content_time": 0x00080033, "instance": 0x00200013, "dynamic": 0x00200100,
+                 "wc": 0x00281050, "ww": 0x00281051, "ri": 0x00281052, "rs": 0x00281053}
+_SLOT_DEFAULTS = {"sop": None, "content_time": "", "instance": "1", "dynamic": "1", "wc": "0", "ww": "0", "ri": "0",
+                  "rs": "1"}
+
+
+def _frame_plan(c: Classic, series_start: str, duration_ms: float, ndims: int) -> _Plan:
+    """The plan of the per-frame functional group item of one classic file."""
+    ds, c140, data = c.ds, c.c140, c.data
+    depends = []
+    shareable = data is not None
+
+    def raw(el):  # an element copied as it was read
+        nonlocal shareable
+        if data is not None and el.VR != "SQ" and el.length >= 0 and not el.length & 1:
+            return w.Raw(el.offset - (12 if el.VR in w.LONG_VRS else 8), el.offset + el.length)
+        shareable = False
+        return w.copy(el)
+
+    def used(el):  # a value the template's bytes are made of
+        nonlocal shareable
+        if el is not None:
+            if el.length >= 0:
+                depends.append((el.offset, el.offset + el.length))
+            else:
+                shareable = False
+
+    def from_(item, name, holders, default):  # as _from: the element of the first holder that has it
+        tag, vr = w.KEYWORDS[name]
+        for holder in holders:
+            el = holder.get(tag)
+            if el is not None:
+                if el.VR == vr:
+                    item[tag] = raw(el)
+                else:
+                    used(el)
+                    item[tag] = w.copy_as(el, tag, vr)
+                return
+        item[tag] = w.value(tag, vr, default)
+
     private = {}
     for tag in PER_IMAGE_PUBLIC:
         el = ds.get(tag)
         if el is not None:
-            private[tag] = w.copy(el)
+            private[tag] = raw(el)
     for name in ("KSpaceFiltering", "DiffusionAnisotropyType"):
         tag = w.tag_of(name)
         el = c140.get(tag)
         if el is not None and tag not in private:
-            private[tag] = w.copy(el)
+            private[tag] = raw(el)
     inversion_tag = w.tag_of("InversionTime")
     if inversion_tag not in private:
         el = c.element(MR001, 0xA8)
+        used(el)
         if el is not None and el.value not in (None, "") and el.VR == "DS":
             private[inversion_tag] = w.element(inversion_tag, "DS", el.raw)
         else:
@@ -673,94 +726,117 @@ def _frame_template(c: Classic, series_start: str, duration_ms: float, div_prefi
             continue
         creator_tag = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
         if creator_tag not in private:
-            private[creator_tag] = w.copy(ds.get(creator_tag))
+            private[creator_tag] = raw(ds.get(creator_tag))
             copied_blocks[creator] = (tag >> 8) & 0xFF
-        private[tag] = w.copy(el)
+        private[tag] = raw(el)
     if DD001 in copied_blocks:  # the scanner leaves Slice Orientation empty in frames
         tag = 0x20010000 | (copied_blocks[DD001] << 8) | 0x0B
         el = ds.get(tag)
         if el is not None:
             private[tag] = w.element(tag, el.VR, b"")
-    # The private Image Position is the corner of the first pixel (SPEC 1.5).
-    ipp = [float(v) for v in _multi(ds.get(0x00200032).value)]
-    iop = [float(v) for v in _multi(ds.get(0x00200037).value)]
-    row_spacing, col_spacing = (float(v) for v in _multi(ds.get(0x00280030).value))
-    corner = [ipp[k] - iop[k] * col_spacing / 2 - iop[3 + k] * row_spacing / 2 for k in range(3)]
-    ipp_el = ds.get(0x00200032)
-    private[0x00200032] = w.text(0x00200032, ipp_el.VR, [_ds_text(v) for v in corner])
-
-    t = Template()
-    base = {}
-    slot_tags = {"sop": 0x00080018, "content_time": 0x00080033, "instance": 0x00200013, "dynamic": 0x00200100,
-                 "wc": 0x00281050, "ww": 0x00281051, "ri": 0x00281052, "rs": 0x00281053}
-    defaults = {"sop": None, "content_time": "", "instance": "1", "dynamic": "1", "wc": "0", "ww": "0", "ri": "0",
-                "rs": "1"}
-    for name, tag in slot_tags.items():
-        if name == "sop" and ds.get(tag) is None:
-            raise PhilipsError(f"{c.path}: no SOP Instance UID")
-        base[name] = _slot_element(ds, tag, name, defaults[name])
+    private[0x00200032] = w.Computed("ipp")  # the corner of the first pixel (SPEC 1.5)
+    slot_tags = dict(_PUBLIC_SLOTS)
+    for name, tag in _PUBLIC_SLOTS.items():
         private[tag] = [w.Slot(name)]
     if MR001 in copied_blocks:
         for name, offset in _PRIVATE_SLOTS:
             tag = 0x20050000 | (copied_blocks[MR001] << 8) | offset
             slot_tags[name] = tag
-            el = ds.get(tag)
-            base[name] = _slot_element(ds, tag, name, "") if el is not None else w.value(tag, SLOTS[name], 0)
             private[tag] = [w.Slot(name)]
-    t.slot_tags = slot_tags
 
     frame = {}
-    echo = ds.get(0x00180081)
-    _put(frame, "MREchoSequence", [{w.tag_of("EffectiveEchoTime"): w.keyword(
-        "EffectiveEchoTime", float(echo.value or 0) if echo is not None else 0.0)}])
+    frame[w.tag_of("MREchoSequence")] = w.seq_pieces(w.tag_of("MREchoSequence"), [{0x00189082: w.Computed("echo")}])
     metabolite = {}
-    _from(metabolite, "MetaboliteMapDescription", (c140,), "WATER")
-    _put(frame, "MRMetaboliteMapSequence", [metabolite])
+    from_(metabolite, "MetaboliteMapDescription", (c140,), "WATER")
+    frame[w.tag_of("MRMetaboliteMapSequence")] = w.seq_pieces(w.tag_of("MRMetaboliteMapSequence"), [metabolite])
+    contrast_el = c140.get(w.tag_of("AcquisitionContrast"))
+    used(contrast_el)
     contrast = _text(c140, w.tag_of("AcquisitionContrast"), "UNKNOWN")
     frame_type_el = c140.get(w.tag_of("FrameType"))
+    used(frame_type_el)
     frame_type = [str(v) for v in _multi(frame_type_el.value)] if frame_type_el is not None else []
     frame_items = {}
     if frame_type and any(frame_type):
-        frame_items[frame_type_el.tag] = w.copy_as(frame_type_el, frame_type_el.tag, "CS")
+        frame_items[frame_type_el.tag] = raw(frame_type_el) if frame_type_el.VR == "CS" else \
+            w.copy_as(frame_type_el, frame_type_el.tag, "CS")
     else:
         image_type = ds.get(0x00080008)
+        used(image_type)
         _put(frame_items, "FrameType",
              [str(v) for v in _multi(image_type.value)][:2] + [contrast, "NONE"] if image_type is not None
              else [contrast, "NONE"])
     for name, default in (("PixelPresentation", "MONOCHROME"), ("VolumetricProperties", "VOLUME"),
                           ("VolumeBasedCalculationTechnique", "NONE"), ("ComplexImageComponent", "MAGNITUDE")):
-        _from(frame_items, name, (c140,), default)
+        from_(frame_items, name, (c140,), default)
     _put(frame_items, "AcquisitionContrast", contrast)
-    _put(frame, "MRImageFrameTypeSequence", [frame_items])
+    frame[w.tag_of("MRImageFrameTypeSequence")] = w.seq_pieces(w.tag_of("MRImageFrameTypeSequence"), [frame_items])
     content = {
         0x00189074: [w.Slot("frame_time")],
         0x00189151: w.text(0x00189151, "DT", series_start),
         0x00189220: w.number(0x00189220, "FD", duration_ms),
         0x00209056: w.text(0x00209056, "SH", "1"),
-        0x00209057: w.number(0x00209057, "UL", int(c.pvalue(DD001, 0x0A, 1))),
+        0x00209057: w.Computed("in_stack"),
         0x00209128: [w.head(0x00209128, "UL", 4), w.Slot("dyn4")],
-        0x00209157: [w.head(0x00209157, "UL", 4 * ndims) + div_prefix, w.Slot("dyn4"), div_suffix],
+        0x00209157: [w.head(0x00209157, "UL", 4 * ndims), w.Computed("div_prefix"), w.Slot("dyn4"),
+                     w.Computed("div_suffix")],
     }
     frame[w.tag_of("FrameContentSequence")] = w.seq_pieces(w.tag_of("FrameContentSequence"), [content])
-    _put(frame, "PlanePositionSequence", [{0x00200032: w.copy(ipp_el)}])
-    _put(frame, "PlaneOrientationSequence", [{0x00200037: w.copy(ds.get(0x00200037))}])
+    frame[0x00209113] = w.seq_pieces(0x00209113, [{0x00200032: raw(ds.get(0x00200032))}])
+    frame[0x00209116] = w.seq_pieces(0x00209116, [{0x00200037: raw(ds.get(0x00200037))}])
     measures = {}
-    _from(measures, "SliceThickness", (ds,), 1)
+    from_(measures, "SliceThickness", (ds,), 1)
     if _has(ds, 0x00180088):
-        _from(measures, "SpacingBetweenSlices", (ds,), "")
-    _from(measures, "PixelSpacing", (ds,), "")
-    _put(frame, "PixelMeasuresSequence", [measures])
+        from_(measures, "SpacingBetweenSlices", (ds,), "")
+    from_(measures, "PixelSpacing", (ds,), "")
+    frame[0x00289110] = w.seq_pieces(0x00289110, [measures])
     voi = {0x00281050: [w.Slot("wc")], 0x00281051: [w.Slot("ww")]}
     frame[0x00289132] = w.seq_pieces(0x00289132, [voi])
     transform = {0x00281052: [w.Slot("ri")], 0x00281053: [w.Slot("rs")], 0x00281054: w.text(0x00281054, "LO", "US")}
     frame[0x00289145] = w.seq_pieces(0x00289145, [transform])
     frame[0x20050014] = w.text(0x20050014, "LO", MR005[1])
     frame[0x2005140F] = w.seq_pieces(0x2005140F, [private])
-    t.fixed, t.names = w.split_template([w.ITEM_START] + w.pieces(frame) + [w.ITEM_END])
-    t.base = base
+    plan = _Plan()
+    plan.parts = w.pieces({0: [w.ITEM_START], 1: w.pieces(frame), 2: [w.ITEM_END]})
+    plan.depends, plan.blocks, plan.slot_tags = depends, c.blocks, slot_tags
+    plan.data, plan.layout = data, c.layout if shareable else None
+    return plan
+
+
+def _frame_template(c: Classic, plan: _Plan, series_start: str, ndims: int, div_suffix: bytes) -> Template:
+    """The per-frame functional group item of one classic file (its plan realized with its values)."""
+    ds = c.ds
+    ipp_el = ds.get(0x00200032)
+    if ipp_el is None or ds.get(0x00200037) is None or ds.get(0x00280030) is None:
+        raise PhilipsError(f"{c.path}: no Image Position/Orientation (Patient) or Pixel Spacing")
+    ipp = [float(v) for v in _multi(ipp_el.value)]
+    iop = [float(v) for v in _multi(ds.get(0x00200037).value)]
+    row_spacing, col_spacing = (float(v) for v in _multi(ds.get(0x00280030).value))
+    corner = [ipp[k] - iop[k] * col_spacing / 2 - iop[3 + k] * row_spacing / 2 for k in range(3)]
+    echo = ds.get(0x00180081)
+    computed = {
+        "ipp": w.text(0x00200032, ipp_el.VR, [_ds_text(v) for v in corner]),
+        "echo": w.number(0x00189082, "FD", float(echo.value or 0) if echo is not None else 0.0),
+        "in_stack": w.number(0x00209057, "UL", int(c.pvalue(DD001, 0x0A, 1))),
+        "div_prefix": struct.pack("<2I", 1, c.key[0]),
+        "div_suffix": div_suffix,
+    }
+    t = Template()
+    t.fixed, t.names = w.split_template(w.realize(plan.parts, c.data, computed))
+    t.slot_tags = plan.slot_tags
+    base = {}
+    for name, tag in _PUBLIC_SLOTS.items():
+        if name == "sop" and ds.get(tag) is None:
+            raise PhilipsError(f"{c.path}: no SOP Instance UID")
+        base[name] = _slot_element(ds, tag, name, _SLOT_DEFAULTS[name])
+    for name, _ in _PRIVATE_SLOTS:
+        tag = plan.slot_tags.get(name)
+        if tag is not None:
+            el = ds.get(tag)
+            base[name] = _slot_element(ds, tag, name, "") if el is not None else w.value(tag, SLOTS[name], 0)
     acquired = _text(ds, 0x00080022) + _text(ds, 0x00080032)
     t.frame_time = acquired or series_start
     base["frame_time"] = w.text(0x00189074, "DT", t.frame_time)
+    t.base = base
     t.instance = _text(ds, 0x00200013, "1")
     return t
 
@@ -1020,16 +1096,20 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
     duration_el = first.get(w.tag_of("AcquisitionDuration"))
     duration_ms = float(duration_el.value or 0) * 1000.0 if duration_el is not None else 0.0
     phases("top level")
-    templates = []
+    templates, plans = [], {}
     for c in classic:
-        slice_number, label, image_type = c.key[0], c.key[7], c.key[3]
+        label, image_type = c.key[7], c.key[3]
         suffix = []
         if asl:
             suffix.append(labels.index(label) + 1 if strict else label - 1)
         if len(types) > 1:
             suffix.append(types.index(image_type) + 1 if strict else image_type)
-        templates.append(_frame_template(c, series_start, duration_ms, struct.pack("<2I", 1, slice_number),
-                                         struct.pack(f"<{len(suffix)}I", *suffix), len(dims)))
+        plan = plans.get(c.layout)
+        if plan is None or not plan.fits(c):
+            plan = _frame_plan(c, series_start, duration_ms, len(dims))
+            if plan.layout is not None:
+                plans[plan.layout] = plan
+        templates.append(_frame_template(c, plan, series_start, len(dims), struct.pack(f"<{len(suffix)}I", *suffix)))
     names = templates[0].names
     same_layout = all(t.names == names for t in templates)
 

@@ -24,13 +24,13 @@ _CHARSET = 0x00080005
 class _Layout:
     """A walked file: its data set and where its structure (everything but values) lies."""
 
-    __slots__ = ("size", "ds", "positions", "structure", "fixed_values", "skeleton", "meta")
+    __slots__ = ("size", "ds", "data", "positions", "structure", "fixed_values", "skeleton", "meta")
 
     def __init__(self, data: bytes, ds):
         import numpy as np
 
         self.size = len(data)
-        self.ds = ds
+        self.ds, self.data = ds, data
         self.skeleton = _Skeleton(ds._raw)
         self.meta = dict(ds.file_meta._raw)
         structural = np.ones(len(data), dtype=bool)
@@ -61,7 +61,7 @@ class _Layout:
             return False
         if not np.array_equal(np.frombuffer(data, dtype=np.uint8)[self.positions], self.structure):
             return False
-        reference = self.ds._buf
+        reference = self.data
         return all(data[a:b] == reference[a:b] for a, b in self.fixed_values)
 
 
@@ -98,28 +98,32 @@ class _Skeleton:
 
 
 def read_series(paths: list):
-    """Yield ``(path, data set)`` per path: lean data sets where the lean reader reads the file, else
-    pydicom's (as ``read_dataset(path, pixels=True, lean=True)`` gives them)."""
+    """Yield ``(path, data set, bytes, layout)`` per path: lean data sets where the lean reader reads the
+    file, else pydicom's (as ``read_dataset(path, pixels=True, lean=True)`` gives them).  ``bytes``: the
+    file's bytes, in which the lean data set's elements lie (None for .gz and pydicom data sets);
+    ``layout``: a number shared by the files laid out alike (None if not known)."""
     from dcmpipe.enhanced import LeanDataset, read_dataset
 
     layouts: list[_Layout] = []
     for path in paths:
         path = Path(path)
-        ds = None
+        ds = data = number = None
         if path.suffix != ".gz" and layouts:
             data = _read(path)
             if data is not None:
-                for layout in layouts:
+                for k, layout in enumerate(layouts):
                     if layout.matches(data):
-                        ds = layout.bind(data)
+                        ds, number = layout.bind(data), k
                         break
         if ds is None:
+            data = None
             ds = read_dataset(path, pixels=True, lean=True)
             if isinstance(ds, LeanDataset) and path.suffix != ".gz" and len(layouts) < 8:
                 layout = _layout_of(ds)
                 if layout is not None:
                     layouts.append(layout)
-        yield path, ds
+                    ds, data, number = layout.ds, layout.data, len(layouts) - 1
+        yield path, ds, data, number
 
 
 def _read(path: Path):

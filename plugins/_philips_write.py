@@ -204,7 +204,13 @@ def copy_as(el, tag: int, vr: str) -> bytes:
 # -- templates: items with slots ---------------------------------------------------------------------
 
 
-class Slot:
+class Part:
+    """A piece of a template that is not bytes yet."""
+
+    __slots__ = ()
+
+
+class Slot(Part):
     """The place of a value that changes per frame (its encoded element comes from a column)."""
 
     __slots__ = ("name",)
@@ -216,20 +222,38 @@ class Slot:
         return f"Slot({self.name})"
 
 
-def pieces(item: dict) -> list:
-    """``item`` in tag order as a list of bytes and slots, adjacent bytes joined.
+class Raw(Part):
+    """An element of a classic file as it lies in the file (header and value): ``data[start:end]``."""
 
-    Values of ``item``: bytes (an encoded element) or a list of pieces (an element with slots inside).
+    __slots__ = ("start", "end")
+
+    def __init__(self, start: int, end: int):
+        self.start, self.end = start, end
+
+
+class Computed(Part):
+    """Bytes computed from each classic file's own values (``kind`` names them)."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+
+def pieces(item: dict) -> list:
+    """``item`` in tag order as a list of bytes and parts, adjacent bytes joined.
+
+    Values of ``item``: bytes (an encoded element), a part, or a list of pieces (an element with parts inside).
     """
     out: list = []
     for tag in sorted(item):
         part = item[tag]
-        out.extend((part,) if isinstance(part, (bytes, bytearray, Slot)) else part)
+        out.extend((part,) if isinstance(part, (bytes, bytearray, Part)) else part)
     return _joined(out)
 
 
 def seq_pieces(tag: int, items: list) -> list:
-    """A sequence of items that may hold slots, as pieces."""
+    """A sequence of items that may hold parts, as pieces."""
     out = [head(tag, "SQ", 0xFFFFFFFF)]
     for item in items:
         out.append(ITEM_START)
@@ -242,11 +266,28 @@ def seq_pieces(tag: int, items: list) -> list:
 def _joined(parts: list) -> list:
     out: list = []
     for part in parts:
-        if isinstance(part, Slot) or not out or isinstance(out[-1], Slot):
-            out.append(part if isinstance(part, Slot) else bytes(part))
-        else:
+        if isinstance(part, Part):
+            out.append(part)
+        elif out and not isinstance(out[-1], Part):
             out[-1] += part
+        else:
+            out.append(bytes(part))
     return out
+
+
+def realize(parts: list, data, computed: dict) -> list:
+    """``parts`` with raw parts taken from ``data`` (a classic file's bytes) and computed parts from ``computed``:
+    bytes and slots."""
+    out = []
+    for part in parts:
+        kind = type(part)
+        if kind is Raw:
+            out.append(data[part.start:part.end])
+        elif kind is Computed:
+            out.append(computed[part.kind])
+        else:
+            out.append(part)
+    return _joined(out)
 
 
 def split_template(parts: list) -> tuple:
