@@ -87,6 +87,7 @@ UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root, as pydicom.uid.genera
 _UID_RANGE = 10 ** (64 - len(UID_ROOT))
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 FRAMES_PER_JOIN = 2000  # per-frame items joined and written this many at a time
+COLUMNWISE = True  # False: frame by frame (what classic files whose slots lie in another order get; for tests)
 
 
 class _Phases:
@@ -268,6 +269,13 @@ def _text(ds, tag: int, default: str = "") -> str:
 
 def _key_of_classic(c: Classic) -> tuple:
     ds = c.ds
+    for creator, offset in ((DD001, 0x0A), (DD001, 0x08), (MR001, 0x11), (MR001, 0x6E), (MR005, 0x12),
+                            (MR005, 0x13), (MR005, 0x29)):
+        el = c.element(creator, offset)
+        if el is not None and el.VR == "UN":
+            raise PhilipsError(f"{c.path}: private element ({el.tag >> 16:04X},{el.tag & 0xFFFF:04X}) of "
+                               f"'{creator[1]}' has no VR (an implicit VR file?); classic files in explicit VR "
+                               "little endian are needed")
     return (int(c.pvalue(DD001, 0x0A, 1)), int(ds.get(0x00180086) and ds.get(0x00180086).value or 1),
             int(c.pvalue(DD001, 0x08, 1)),
             par.IMAGE_TYPES.index(str(c.pvalue(MR001, 0x11, "M")).strip().upper()),
@@ -1111,7 +1119,7 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
                 plans[plan.layout] = plan
         templates.append(_frame_template(c, plan, series_start, len(dims), struct.pack(f"<{len(suffix)}I", *suffix)))
     names = templates[0].names
-    same_layout = all(t.names == names for t in templates)
+    same_layout = COLUMNWISE and all(t.names == names for t in templates)
 
     phases("templates")
     # -- the slots: their lengths now (the pixel data's place), their bytes while the pixel data is copied ----

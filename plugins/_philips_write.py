@@ -379,7 +379,7 @@ def _mapped(fd: int, length: int):
         return None
     try:
         return mmap.mmap(fd, length, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):
+    except (OSError, ValueError, OverflowError):
         return None
 
 

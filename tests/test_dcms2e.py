@@ -251,3 +251,223 @@ def test_more_than_16384_frames(tmp_path):
     back = par.read_par(tmp_path / "back" / "run.PAR")
     assert len(back.records) == 16_400 and max(r["dynamic"] for r in back.records) == 205
     assert (tmp_path / "back" / "run.REC").read_bytes() == (tmp_path / "run.REC").read_bytes()
+
+
+# -- the fast paths give what the plain ones give ----------------------------------------------------------
+
+
+def _elements(path: Path, skip=(0x00020003, 0x00080012, 0x00080013, 0x00080018, 0x00209164)) -> list:
+    """Every element of a file as (path, VR, value bytes), sequences walked, per-run values left out."""
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
+    def walk(ds, where):
+        out = []
+        for el in ds:
+            if el.tag in skip:
+                continue
+            if el.VR == "SQ":
+                out.append((where + (el.tag,), "SQ", len(el.value)))
+                for k, item in enumerate(el.value):
+                    out += walk(item, where + (el.tag, k))
+            else:
+                fp = DicomBytesIO()
+                fp.is_little_endian, fp.is_implicit_VR = True, False
+                write_data_element(fp, el)
+                out.append((where + (el.tag,), el.VR, fp.getvalue()))
+        return out
+
+    ds = pydicom.dcmread(path)
+    return walk(ds.file_meta, ("meta",))[1:] + walk(ds, ())  # group length: UIDs of other lengths
+
+
+def test_frame_by_frame_path_writes_the_same_file(asl_run, tmp_path, monkeypatch):
+    """Classic files whose slots lie in different orders are written frame by frame: the same bytes."""
+    from dcmpipe.plugins import _philips_build as build
+
+    par_path, rec_path = asl_run["root"] / "run.PAR", asl_run["root"] / "run.REC"
+    build.build(asl_run["run"], par_path, rec_path, tmp_path / "columns.dcm")
+    monkeypatch.setattr(build, "COLUMNWISE", False)
+    build.build(asl_run["run"], par_path, rec_path, tmp_path / "frames.dcm")
+    assert _elements(tmp_path / "columns.dcm") == _elements(tmp_path / "frames.dcm")
+
+
+def test_files_the_lean_reader_leaves_to_pydicom_give_the_same_file(asl_run, tmp_path):
+    """Classic files in another character set are read by pydicom (then re-encoded and walked): same file."""
+    import pydicom
+
+    run = tmp_path / "utf8"
+    run.mkdir()
+    for path in sorted(asl_run["run"].iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.save_as(run / path.name)
+    par_path, rec_path = asl_run["root"] / "run.PAR", asl_run["root"] / "run.REC"
+    assert run_cli("dcms2e", "-q", "-o", tmp_path / "lean.dcm", "--par", par_path, asl_run["run"]).returncode == 0
+    done = run_cli("dcms2e", "-q", "-o", tmp_path / "pydicom.dcm", "--par", par_path, run)
+    assert done.returncode == 0, done.stderr
+    lean = [e for e in _elements(tmp_path / "lean.dcm") if e[0][-1:] != (0x00080005,)]
+    other = [e for e in _elements(tmp_path / "pydicom.dcm") if e[0][-1:] != (0x00080005,)]
+    assert lean == other
+
+
+def test_implicit_vr_classic_files_are_refused_in_one_line(asl_run, tmp_path):
+    import pydicom
+
+    run = tmp_path / "implicit"
+    run.mkdir()
+    for path in sorted(asl_run["run"].iterdir())[:2]:
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(run / path.name, implicit_vr=True, little_endian=True)
+    from dcmpipe.plugins._philips_build import PhilipsError, build
+
+    with pytest.raises(PhilipsError, match="has no VR .an implicit VR file"):
+        build(run, asl_run["root"] / "run.PAR", asl_run["root"] / "run.REC", tmp_path / "out.dcm")
+    assert not (tmp_path / "out.dcm").exists()
+
+
+def test_classic_files_laid_out_alike_read_as_the_lean_reader_reads_them(asl_run, tmp_path):
+    """Files whose bytes outside values equal a walked file's get its element locations: the same data sets."""
+    import shutil
+
+    from dcmpipe.enhanced import read_dataset
+    from dcmpipe.plugins._philips_lean import read_series
+
+    run = tmp_path / "run"
+    shutil.copytree(asl_run["run"], run)
+    paths = sorted(run.iterdir())
+    # One file with a value of another length (another layout), one with another character set value.
+    data = bytearray(paths[5].read_bytes())
+    at = data.index(b"WIP SOURCE - 3DpCASL")
+    data[at:at + 20] = b"WIP SOURCE - 3DpCASX"
+    paths[5].write_bytes(bytes(data))
+    data = bytearray(paths[7].read_bytes())
+    at = data.index(b"ISO_IR 100")
+    data[at:at + 10] = b"ISO_IR 192"
+    paths[7].write_bytes(bytes(data))
+
+    def flat(ds, where=()):
+        out = []
+        for el in ds:
+            if el.VR == "SQ":
+                out.append((where + (el.tag,), len(el.value)))
+                for k, item in enumerate(el.value):
+                    out += flat(item, where + (el.tag, k))
+            else:
+                value = el.value
+                out.append((where + (el.tag,), el.VR, el.raw, bytes(value) if isinstance(value, memoryview)
+                            else repr(value)))
+        return out
+
+    layouts = set()
+    for (path, ds, data, layout), reference in zip(read_series(paths), paths):
+        expected = read_dataset(reference, pixels=True, lean=True)
+        assert type(ds) is type(expected), path
+        if hasattr(expected, "file_meta") and type(expected).__name__ == "LeanDataset":
+            assert flat(ds) == flat(expected), path
+            assert flat(ds.file_meta) == flat(expected.file_meta), path
+            assert data == path.read_bytes()
+            layouts.add(layout)
+    assert len(layouts) >= 2  # control and label files differ in the length of (2005,1429)
+
+
+def _par_variants(text: str) -> dict:
+    """Variants of a console PAR that the two readings must read alike (or refuse alike)."""
+    import re
+
+    lines = text.split("\r\n")
+    image = [k for k, line in enumerate(lines) if line.strip()[:1].isdigit()]
+
+    def changed(function, rows=None):
+        out = list(lines)
+        for k in (image if rows is None else rows):
+            out[k] = function(out[k])
+        return "\r\n".join(out)
+
+    def field(k, value):
+        def change(line):
+            parts = line.split()
+            parts[k] = value
+            return " ".join(parts)
+        return change
+
+    def in_place(k, value):  # the same width: the lines stay a table
+        def change(line):
+            token = list(re.finditer(r"\S+", line))[k]
+            width = token.end() - max(token.start() - 1, 0)
+            return line[:token.end() - width] + value.rjust(width) + line[token.end():]
+        return change
+
+    return {
+        "as is": text,
+        "LF": text.replace("\r\n", "\n"),
+        "single spaces": changed(lambda line: " ".join(line.split())),
+        "tabs": changed(lambda line: line.replace("  ", "\t ")),
+        "negative zero": changed(field(19, "-0.00"), image[:3]),
+        "negative int": changed(field(14, "-12"), image[:2]),
+        "exponent in a float": changed(field(11, "1.5e+00"), image[:1]),
+        "decimal in an int": changed(field(0, "3.0"), image[:1]),
+        "enumeration name": changed(field(43, "DIFFUSION"), image[:1]) if len(lines[image[0]].split()) > 43 else text,
+        "nan": changed(field(10, "nan"), image[:1]),
+        "extra column": changed(lambda line: line + " 7"),
+        "short line": changed(lambda line: " ".join(line.split()[:-2]), image[1:2]),
+        "letters": changed(field(5, "x"), image[:1]),
+        "comment among images": "\r\n".join(lines[:image[1]] + ["# a comment"] + lines[image[1]:]),
+        "blank among images": "\r\n".join(lines[:image[1]] + [""] + lines[image[1]:]),
+        "dot only": changed(field(12, "."), image[:1]),
+        "table: negative zero": changed(in_place(19, "-0.00"), image[:3]),
+        "table: negative numbers": changed(in_place(14, "-12"), image[::2]),
+        "table: decimals in an int column": changed(in_place(0, "3.0"), image[:4]),
+        "table: no fraction digits": changed(in_place(20, "12."), image[:2]),
+        "table: leading dot": changed(in_place(21, "-.5"), image[:2]),
+        "table: exponent": changed(in_place(12, "1e-3"), image[:2]),
+        "table: plus sign": changed(in_place(2, "+1"), image[:2]),
+        "table: minus alone": changed(in_place(3, "-"), image[:1]),
+        "table: minus inside": changed(in_place(15, "1-2"), image[:1]),
+        "table: two dots": changed(in_place(22, "1.2.3"), image[:1]),
+        "wide number": changed(field(6, re.sub(r"\d", "9", "1" * 20)), image[:1]),
+    }
+
+
+def _read_both(text: str):
+    from dcmpipe.plugins import _philips_par as par
+
+    out = []
+    for fast in (True, False):
+        try:
+            parsed = par.parse_par(text, "x.PAR", fast=fast)
+            out.append((parsed.version, parsed.general, parsed.dataset_name,
+                        [{k: (type(v).__name__, repr(v)) for k, v in r.items()} for r in parsed.records]))
+        except (ValueError, ArithmeticError) as exc:
+            out.append((type(exc).__name__, str(exc)))
+    return out
+
+
+def test_par_read_as_columns_equals_the_line_by_line_reading():
+    """The numpy reading of long PARs gives the records (types, -0.0 included) or the error of the plain one."""
+    from dcmpipe.plugins import _philips_par as par
+
+    pars = sorted((SHARED / "philips").rglob("*.PAR")) + sorted((SHARED / "corpus").rglob("*.PAR"))
+    if not pars:
+        pytest.skip("no PAR files in ../shared")
+    for path in pars:
+        fast, slow = _read_both(path.read_bytes().decode("latin-1"))
+        assert fast == slow, path
+    text = (SHARED / "philips" / "nitest-balls1" / "PARREC" / "DTI.PAR").read_bytes().decode("latin-1")
+    for name, variant in _par_variants(text).items():
+        fast, slow = _read_both(variant)
+        assert fast == slow, name
+    # The file's bytes (read_par) and its text read alike, and a long PAR goes the numpy way by itself.
+    parsed = par.parse_par(text.encode("latin-1"), "x")
+    assert parsed.records == par.parse_par(text, "x", fast=False).records
+
+
+def test_builder_keywords_match_the_dictionary():
+    pydicom = pytest.importorskip("pydicom")
+    from dcmpipe.plugins._philips_write import KEYWORDS
+
+    for keyword, (tag, vr) in KEYWORDS.items():
+        assert pydicom.datadict.tag_for_keyword(keyword) == tag, keyword
+        assert pydicom.datadict.dictionary_VR(tag) == vr or keyword == "PixelData", keyword
