@@ -1,20 +1,24 @@
 """dcms2e's builder: classic Philips MR files of dynamic 1 + PAR/REC -> one Philips-style Enhanced MR file.
 
 A re-arrangement of what the classic files and the PAR already carry (../shared/philips/SPEC.md 2.4),
-without pydicom on the usual path:
+written without pydicom (which reads only files the lean reader leaves to it):
 
-- The classic files are read by the host's lean reader (memory-mapped, each element's bytes at hand);
-  values copied from them are written as the bytes they were read as (``_philips_write``).
-- The PAR's image lines are numpy columns (``_philips_par``); frames are put in order with ``lexsort``.
-- One byte template per classic file: its per-frame item as fixed byte strings between *slots* (the
-  values that change per frame).  Each slot becomes a column of encoded elements, each distinct value
-  encoded once; the per-frame items are joined column-wise, a few thousand frames per ``join``.
-- The header's length is known before its bytes: the pixel data is copied in a background thread
-  from the REC (in REC order, a few MB at a time) to its place in the temporary file while the
-  header is assembled, and every written range goes to the disk's write-back at once.  The thread
-  also takes each REC image's min/max (for the MR Max/Min FP estimates of dynamics > 1).
-- Memory: the classic files (mapped), the PAR columns, the header's bytes (about 2 kB per frame)
-  and two 16 MB chunks of pixel data; never the whole REC.
+- Classic files: the host's lean reader; files laid out alike are walked once (``_philips_lean``).
+  Values copied from them go out as the bytes they were read as; new elements are encoded as
+  pydicom encodes them (``_philips_write``), sequences and items with undefined length.
+- PAR: the image lines as numpy columns (``_philips_par``); the frame order by ``lexsort``.
+- Per-frame items: one plan per layout of classic files (elements as they lie in the file, values
+  computed from the file, and *slots*: the values that change per frame), realized per classic file
+  as a template of fixed byte strings between slots.  Each slot is a column of encoded elements
+  (numpy-made, or one encoding per distinct value); the frames of a chunk are interleaved by slice
+  assignment and joined once.
+- The header's length is computed before its bytes, so the pixel data is copied in a background
+  thread (REC order, one chunk mapped at a time, one ``pwritev`` per run of consecutive frames) to its
+  place in the temporary file while the header is made; every written range goes to the disk's
+  write-back at once.  Another thread takes each REC image's min/max (MR Max/Min FP estimates) from
+  the time the PAR is read.  Temporary file + fsync + link, never overwriting.
+- Memory: the classic files, the PAR columns, the header's bytes (about 2 kB per frame), the slot
+  columns and one 16 MB chunk of the REC at a time; never the whole REC.
 """
 
 from __future__ import annotations
@@ -1028,8 +1032,6 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
     except par.ParError as exc:
         raise PhilipsError(str(exc)) from None
     phases("PAR")
-    import numpy as np
-
     cols = parsed.columns
     size = parsed.image_bytes()
     # The REC's min/max per image (for the Max/Min FP estimates) in the background from now on: the
@@ -1196,8 +1198,10 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
         else:  # max_fp, min_fp: from the REC's min/max per image
             mins, maxs = extremes.result()
             ss_used = np.where(ss_par == 0, 1.0, ss_par)
-            estimate = ((maxs if name == "max_fp" else mins)[rec_index].astype(np.float64) * rs + ri) / (rs * ss_used)
-            values = _fixed_size(slot_tags[name], "FL", estimate.astype("<f4"))
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # dynamic 1: not used
+                estimate = ((maxs if name == "max_fp" else mins)[rec_index].astype(np.float64) * rs + ri) / \
+                    (rs * ss_used)
+                values = _fixed_size(slot_tags[name], "FL", estimate.astype("<f4"))
         return _with_bases(values, first_dynamic, template_of, templates, name)
 
     phases("slots")
