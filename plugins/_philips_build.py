@@ -1221,6 +1221,7 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
     output = w.Output(out_path)
     pixels = None
     try:
+        output.reserve(header_length + total + (total & 1))
         pixels = w.Background(w.copy_frames, rec_path, size, rec_index, output, header_length)
         phases("lengths")
         output.write(head, 0)
