@@ -293,6 +293,20 @@ def test_frame_by_frame_path_writes_the_same_file(asl_run, tmp_path, monkeypatch
     assert _elements(tmp_path / "columns.dcm") == _elements(tmp_path / "frames.dcm")
 
 
+def test_pixel_copy_without_a_memory_map_writes_the_same_file(asl_run, tmp_path, monkeypatch):
+    """Where the REC cannot be mapped it is read chunk by chunk: the same pixel data and Max/Min FP."""
+    from dcmpipe.plugins import _philips_build as build
+    from dcmpipe.plugins import _philips_write as write
+
+    par_path, rec_path = asl_run["root"] / "run.PAR", asl_run["root"] / "run.REC"
+    build.build(asl_run["run"], par_path, rec_path, tmp_path / "mapped.dcm")
+    original = write.copy_frames
+    monkeypatch.setattr(write, "_mapped", lambda fd, length: None)
+    monkeypatch.setattr(write, "copy_frames", lambda *args: original(*args, chunk_bytes=50_000))  # many chunks
+    build.build(asl_run["run"], par_path, rec_path, tmp_path / "read.dcm")
+    assert _elements(tmp_path / "mapped.dcm") == _elements(tmp_path / "read.dcm")
+
+
 def test_files_the_lean_reader_leaves_to_pydicom_give_the_same_file(asl_run, tmp_path):
     """Classic files in another character set are read by pydicom (then re-encoded and walked): same file."""
     import pydicom
