@@ -272,20 +272,23 @@ def _text(ds, tag: int, default: str = "") -> str:
 
 
 def _key_of_classic(c: Classic) -> tuple:
-    ds = c.ds
-    for creator, offset in ((DD001, 0x0A), (DD001, 0x08), (MR001, 0x11), (MR001, 0x6E), (MR005, 0x12),
-                            (MR005, 0x13), (MR005, 0x29)):
+    """(slice, echo, phase, image type, sequence, b number, gradient number, label) of a classic file."""
+    values = []
+    for creator, offset, default in ((DD001, 0x0A, 1), (DD001, 0x08, 1), (MR001, 0x11, "M"),
+                                     (MR001, 0x6E, "UNSPECIFIED"), (MR005, 0x12, 1), (MR005, 0x13, 1),
+                                     (MR005, 0x29, "")):
         el = c.element(creator, offset)
         if el is not None and el.VR == "UN":
             raise PhilipsError(f"{c.path}: private element ({el.tag >> 16:04X},{el.tag & 0xFFFF:04X}) of "
                                f"'{creator[1]}' has no VR (an implicit VR file?); classic files in explicit VR "
                                "little endian are needed")
-    return (int(c.pvalue(DD001, 0x0A, 1)), int(ds.get(0x00180086) and ds.get(0x00180086).value or 1),
-            int(c.pvalue(DD001, 0x08, 1)),
-            par.IMAGE_TYPES.index(str(c.pvalue(MR001, 0x11, "M")).strip().upper()),
-            par.SEQUENCES.index(str(c.pvalue(MR001, 0x6E, "UNSPECIFIED")).strip().upper()),
-            int(c.pvalue(MR005, 0x12, 1)), int(c.pvalue(MR005, 0x13, 1)),
-            2 if str(c.pvalue(MR005, 0x29, "")).strip().upper() == "LABEL" else 1)
+        value = None if el is None else el.value
+        values.append(default if value is None or value == "" else value)
+    slice_number, phase, image_type, sequence, b_number, gradient, label = values
+    echo = c.ds.get(0x00180086)
+    return (int(slice_number), int(echo and echo.value or 1), int(phase),
+            par.IMAGE_TYPES.index(str(image_type).strip().upper()), par.SEQUENCES.index(str(sequence).strip().upper()),
+            int(b_number), int(gradient), 2 if str(label).strip().upper() == "LABEL" else 1)
 
 
 KEY_COLUMNS = ("slice", "echo", "phase", "type", "sequence", "b_number", "gradient_number", "label")
