@@ -1224,8 +1224,8 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
     output = w.Output(out_path)
     pixels = None
     try:
-        output.reserve(header_length + total + (total & 1))
-        pixels = w.Background(w.copy_frames, rec_path, size, rec_index, output, header_length)
+        pixels = w.Background(_reserve_and_copy, output, header_length + total + (total & 1), rec_path, size,
+                              rec_index, header_length)
         phases("lengths")
         output.write(head, 0)
         position = len(head)
@@ -1261,6 +1261,12 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
         raise
     return {"frames": nframes, "cloned": nframes - per_dynamic, "estimated_fp": int(later.sum()),
             "label_dims": asl, "bytes": total}
+
+
+def _reserve_and_copy(output, file_size: int, rec_path: Path, size: int, order, offset: int) -> None:
+    """The pixel copy's thread: the file's space first (tmpfs takes a while to allocate it), then the frames."""
+    output.reserve(file_size)
+    w.copy_frames(rec_path, size, order, output, offset)
 
 
 def _frame_bytes(t: Template, columns: dict, f: int) -> bytes:
