@@ -31,7 +31,7 @@ from pathlib import Path
 
 from . import _philips_par as par
 from . import _philips_write as w
-from ._philips_dicom import DD001, ENHANCED_MR, MR001, MR005, MR_IMAGE, PhilipsError
+from ._philips_dicom import DD001, ENHANCED_MR, MR001, MR005, MR_IMAGE, Background, PhilipsError
 
 MR004 = (0x2005, "Philips MR Imaging DD 004")
 MR006 = (0x2005, "Philips MR Imaging DD 006")
@@ -1042,12 +1042,12 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
     count_images = int(cols["index"].max()) + 1
     extremes = None
     if count_images * size <= rec_path.stat().st_size:  # else check_inputs says the REC is truncated
-        extremes = w.Background(w.rec_extremes, rec_path, size, count_images, int(cols["bits"][0]))
+        extremes = Background(w.rec_extremes, rec_path, size, count_images, int(cols["bits"][0]))
     try:
         return _build(classic, parsed, folder, par_path, rec_path, out_path, strict, extremes, phases)
     finally:
         if extremes is not None:
-            extremes.wait()
+            extremes.result(raise_error=False)  # wait for it, whatever its outcome
         phases.log()
 
 
@@ -1224,7 +1224,7 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
     output = w.Output(out_path)
     pixels = None
     try:
-        pixels = w.Background(_reserve_and_copy, output, header_length + total + (total & 1), rec_path, size,
+        pixels = Background(_reserve_and_copy, output, header_length + total + (total & 1), rec_path, size,
                               rec_index, header_length)
         phases("lengths")
         output.write(head, 0)
@@ -1256,7 +1256,7 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
         phases("fsync")
     except BaseException:
         if pixels is not None:  # let the thread stop writing before the file goes
-            pixels.wait()
+            pixels.result(raise_error=False)  # wait for it, whatever its outcome
         output.discard()
         raise
     return {"frames": nframes, "cloned": nframes - per_dynamic, "estimated_fp": int(later.sum()),

@@ -417,17 +417,10 @@ def _write_temp(target: Path, chunks, size: int | None = None) -> Path:
     tmp = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}{PART_SUFFIX}"
     try:
         with open(tmp, "xb", buffering=0) as out:
-            if size and hasattr(os, "posix_fallocate"):
-                try:
-                    os.posix_fallocate(out.fileno(), 0, size)
-                except OSError:  # not supported here, or no room: the writes will say
-                    pass
+            preallocate(out.fileno(), size)
             written = flushed = 0
             for chunk in chunks:
-                if isinstance(chunk, FileRange):
-                    chunk.copy_to(out)
-                    written += chunk.length
-                elif isinstance(chunk, list):  # buffers written in one system call per 1,024 (no copy here)
+                if isinstance(chunk, list):  # buffers written in one system call per 1,024 (no copy here)
                     written += _write_gathered(out.fileno(), chunk)
                 else:
                     view = memoryview(chunk).cast("B")
@@ -446,6 +439,16 @@ def _write_temp(target: Path, chunks, size: int | None = None) -> Path:
             os.unlink(tmp)
         raise
     return tmp
+
+
+def preallocate(fd: int, size: int | None) -> None:
+    """Allocate ``size`` bytes of the new file ``fd`` now, where the system can (ext4 then writes the
+    pages back with less work each); a failure is left to the writes to report."""
+    if size and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError:  # not supported here, or no room: the writes will say
+            pass
 
 
 def _write_gathered(fd: int, buffers: list) -> int:
@@ -477,65 +480,20 @@ def _commit_temp(tmp: Path, target: Path) -> str:
     return "written" if done == "moved" else done
 
 
-class FileRange:
-    """``length`` bytes of an open file ``fd`` from ``offset``, copied by the kernel (copy_file_range) where it can."""
-
-    __slots__ = ("fd", "offset", "length")
-
-    def __init__(self, fd: int, offset: int, length: int):
-        self.fd, self.offset, self.length = fd, offset, length
-
-    def copy_to(self, out) -> None:
-        offset, left = self.offset, self.length
-        while left:
-            try:
-                done = os.copy_file_range(self.fd, out.fileno(), left, offset)
-            except (AttributeError, OSError):  # not supported here (other file systems, old kernels)
-                data = os.pread(self.fd, left, offset)
-                if len(data) != left:
-                    raise PhilipsError("pixel data ends early (truncated file?)") from None
-                view = memoryview(data)
-                while view:
-                    view = view[out.write(view):]
-                return
-            if done == 0:
-                raise PhilipsError("pixel data ends early (truncated file?)")
-            offset += done
-            left -= done
-
-
-def rec_ranges(path: Path, offset: int, size: int, order: list[int]):
-    """Like ``rec_chunks``, as FileRange objects (one per run of consecutive frames): no copy through Python."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if order and offset + (max(order) + 1) * size > os.fstat(fd).st_size:
-            raise PhilipsError(f"{path}: pixel data ends early (truncated file?)")
-        start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and order[end] == order[end - 1] + 1:
-                end += 1
-            yield FileRange(fd, offset + order[start] * size, (end - start) * size)
-            start = end
-    finally:
-        os.close(fd)
-
-
-def rec_chunks(path: Path, offset: int, size: int, order, chunk_bytes: int = 4 << 20, gathered: bool = False):
+def rec_chunks(path: Path, offset: int, size: int, order, chunk_bytes: int = 4 << 20):
     """The frames of ``path`` (``size`` bytes each from ``offset``) in ``order``, a few MB at a time.
 
     For each chunk the frames it needs are read in file order, one read per run of consecutive
     frames (a BOLD file's REC is a transpose of its frames: 40 reads per chunk instead of one per
-    frame), then put in ``order`` with numpy.  The memory held is two chunks.  ``gathered``: a chunk
-    out of order comes as a list of per-frame memoryviews in ``order`` (for ``_write_temp``, which
-    writes them with writev), valid until the next chunk.
+    frame).  A chunk in order comes as one buffer; one out of order as a list of per-frame
+    memoryviews in ``order`` (``_write_temp`` writes them with writev, no copy here).  Both are valid
+    until the next chunk; the memory held is one chunk.
     """
     import numpy as np
 
     order = np.asarray(order, dtype=np.int64)
     per_chunk = max(1, chunk_bytes // max(size, 1))
     source = bytearray(min(per_chunk, max(len(order), 1)) * size)
-    frames_in = np.frombuffer(source, dtype=np.uint8).reshape(-1, size) if size else None
     view = memoryview(source)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -555,10 +513,8 @@ def rec_chunks(path: Path, offset: int, size: int, order, chunk_bytes: int = 4 <
                 filled += want
             if len(wanted) == len(part) and np.array_equal(wanted, part):
                 yield view[:filled]  # already in order
-            elif gathered:  # the frames' buffers in order: writev puts them together, no copy here
+            else:  # the frames' buffers in order: writev puts them together
                 yield [view[k * size:(k + 1) * size] for k in np.searchsorted(wanted, part).tolist()]
-            else:
-                yield frames_in[np.searchsorted(wanted, part)].reshape(-1)
     finally:
         os.close(fd)
 
@@ -607,7 +563,7 @@ def load_columns(path: Path):
     return ds, columns, offset
 
 
-class _Background:
+class Background:
     """``function(*args)`` run in a thread; ``result()`` waits and returns its value or raises its error."""
 
     def __init__(self, function, *args):
@@ -622,6 +578,7 @@ class _Background:
             self._error = exc
 
     def result(self, raise_error: bool = True):
+        """The value, or its error raised; ``raise_error=False``: just wait for the end (before cleaning up)."""
         self._thread.join()
         if self._error is not None and raise_error:
             raise self._error
@@ -646,7 +603,7 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     # written when it differs.
     writer = None
     if not par_path.exists():
-        writer = _Background(_write_temp, rec_path, rec_chunks(path, offset, frame_bytes(ds), order, gathered=True),
+        writer = Background(_write_temp, rec_path, rec_chunks(path, offset, frame_bytes(ds), order),
                              frame_bytes(ds) * len(order))
     try:
         lines = fast.image_lines(columns, order, version)
@@ -662,7 +619,7 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     if writer is None:
         if par_path.read_bytes() != text:
             raise TargetExistsError(par_path)
-        _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order, gathered=True))
+        _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order))
         write_atomic(par_path, text)
         return [par_path, rec_path]
     # The PAR goes to disk while the REC is still being written; it is renamed into place last, so a

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 from pathlib import Path
 
-from ._philips_dicom import PhilipsError
+from ._philips_dicom import PhilipsError, preallocate
 
 ITEM_START = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
 ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
@@ -320,11 +319,7 @@ class Output:
 
     def reserve(self, size: int) -> None:
         """Allocate the file's ``size`` bytes now (ext4 then writes the pages back with less work each)."""
-        if size and hasattr(os, "posix_fallocate"):
-            try:
-                os.posix_fallocate(self.fd, 0, size)
-            except OSError:  # not supported here, or no room: the writes will say
-                pass
+        preallocate(self.fd, size)
 
     def write(self, data, offset: int) -> None:
         """``data`` at ``offset``; its pages go to the disk's write-back queue at once (Linux)."""
@@ -352,31 +347,6 @@ class Output:
             self.fd = -1
         if os.path.lexists(self.path):
             os.unlink(self.path)
-
-
-class Background:
-    """``function(*args)`` in a thread; ``result()`` waits and returns its value or raises its error."""
-
-    def __init__(self, function, *args):
-        self._value = self._error = None
-        self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
-        self._thread.start()
-
-    def _run(self, function, args):
-        try:
-            self._value = function(*args)
-        except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
-
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def wait(self) -> None:
-        """Wait for the thread to end, whatever its outcome (after another error, before cleaning up)."""
-        self._thread.join()
 
 
 def _mapped(fd: int, length: int):

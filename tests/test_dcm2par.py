@@ -230,33 +230,8 @@ def test_bulk_formatting_and_order_equal_the_line_by_line_rules():
             assert fast.image_lines(columns, order, version) == list(map(par.line_formatter(version), rows)), path
 
 
-def test_rec_copied_by_the_kernel_or_by_reads(tmp_path, monkeypatch):
-    """The REC copy by copy_file_range and by the read/write fallback give the frames in order; truncation is an error."""
-    import os
-
-    from dcmpipe.plugins import _philips_dicom as dicom
-
-    source = tmp_path / "frames.bin"
-    frames = [bytes([n]) * 6 for n in range(10)]
-    source.write_bytes(b"HEAD" + b"".join(frames))
-    order = [3, 4, 5, 0, 9, 1, 2]
-    expected = b"".join(frames[n] for n in order)
-    kernel = dicom._streamed_file(tmp_path / "a.REC", dicom.rec_ranges(source, 4, 6, order))
-    assert kernel == "written" and (tmp_path / "a.REC").read_bytes() == expected
-
-    def unsupported(*args):
-        raise OSError(18, "Invalid cross-device link")
-
-    monkeypatch.setattr(os, "copy_file_range", unsupported)
-    dicom._streamed_file(tmp_path / "b.REC", dicom.rec_ranges(source, 4, 6, order))
-    assert (tmp_path / "b.REC").read_bytes() == expected
-    with pytest.raises(dicom.PhilipsError, match="ends early"):
-        dicom._streamed_file(tmp_path / "c.REC", dicom.rec_ranges(source, 4, 6, [10]))
-    assert not (tmp_path / "c.REC").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-
-
 def test_rec_frames_reordered_in_chunks(tmp_path):
-    """Frames put in any order a few at a time, copied or gathered for writev, equal the frames in that order."""
+    """Frames put in any order a few at a time (gathered for writev when out of order) equal the frames in that order."""
     from dcmpipe.plugins import _philips_dicom as dicom
 
     source = tmp_path / "frames.bin"
@@ -264,15 +239,14 @@ def test_rec_frames_reordered_in_chunks(tmp_path):
     source.write_bytes(b"HEAD" + b"".join(frames))
     for order in ([3, 4, 5, 0, 9, 1, 2], list(range(10)), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0], [2, 2, 5]):
         expected = b"".join(frames[n] for n in order)
-        for gathered in (False, True):
-            for chunk_bytes in (6, 18, 1 << 20):  # one frame, three frames, everything per chunk
-                target = tmp_path / f"r{gathered}{chunk_bytes}.REC"
-                dicom._streamed_file(target, dicom.rec_chunks(source, 4, 6, order, chunk_bytes, gathered=gathered))
-                assert target.read_bytes() == expected, (order, gathered, chunk_bytes)
-                target.unlink()
+        for chunk_bytes in (6, 18, 1 << 20):  # one frame, three frames, everything per chunk
+            target = tmp_path / f"r{chunk_bytes}.REC"
+            dicom._streamed_file(target, dicom.rec_chunks(source, 4, 6, order, chunk_bytes))
+            assert target.read_bytes() == expected, (order, chunk_bytes)
+            target.unlink()
     with pytest.raises(dicom.PhilipsError, match="ends early"):
-        dicom._streamed_file(tmp_path / "c.REC", dicom.rec_chunks(source, 4, 6, [10], gathered=True))
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+        dicom._streamed_file(tmp_path / "c.REC", dicom.rec_chunks(source, 4, 6, [10]))
+    assert not (tmp_path / "c.REC").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_converting_a_philips_file_needs_no_pydicom(tmp_path):
