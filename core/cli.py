@@ -222,6 +222,10 @@ def _register_plugin_commands(name: str | None = None) -> None:
 def main(argv=None) -> None:
     """Entry point of the ``dcmpipe`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # numpy's BLAS starts a thread per core at import; the threads spin for a while, taking a core
+    # from the work (no dcmpipe tool does linear algebra that needs them), and their shutdown costs
+    # tens of milliseconds at exit.  One thread unless the user chose otherwise.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     STATE["debug"] = STATE["debug"] or "--debug" in argv or (argv[:1] in (["-d"], ["--debug"]))
     setup_logging(logging.DEBUG if STATE["debug"] else logging.WARNING)
     try:

@@ -121,6 +121,19 @@ def test_help_is_quick_and_imports_no_heavy_library():
     assert "move" in result.stdout and "Commands:" in result.stdout
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc (Linux)")
+def test_numpy_in_a_dcmpipe_command_starts_no_blas_threads():
+    code = ("import os\nfrom dcmpipe.cli import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "import numpy\nprint('THREADS', len(os.listdir('/proc/self/task')), os.environ['OPENBLAS_NUM_THREADS'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "THREADS 1 1" in result.stdout, result.stdout + result.stderr
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "OPENBLAS_NUM_THREADS": "2"})
+    assert result.stdout.rstrip().endswith(" 2"), result.stdout + result.stderr  # the user's choice is kept
+
+
 def test_version():
     result = run_cli("--version")
     assert result.returncode == 0 and dcmpipe.__version__ in result.stdout
