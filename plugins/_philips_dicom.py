@@ -399,16 +399,18 @@ def frame_bytes(ds) -> int:
     return int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
 
 
-def _streamed_file(target: Path, chunks) -> str:
-    """Write ``chunks`` (bytes-like) to ``target`` through a fsynced temporary file; never overwrite."""
-    return _commit_temp(_write_temp(target, chunks), target)
+def _streamed_file(target: Path, chunks, fsync: bool = False) -> str:
+    """Write ``chunks`` (bytes-like) to ``target`` through a temporary file; never overwrite."""
+    return _commit_temp(_write_temp(target, chunks, fsync=fsync), target, sync_dir=fsync)
 
 
-def _write_temp(target: Path, chunks, size: int | None = None) -> Path:
-    """Write ``chunks`` to a new fsynced temporary file beside ``target``; return its path.
+def _write_temp(target: Path, chunks, size: int | None = None, fsync: bool = False) -> Path:
+    """Write ``chunks`` to a new temporary file beside ``target``; return its path.
 
-    ``size``: the bytes that will be written, if known: the file is allocated at once (ext4 writes a
-    preallocated file with less work per page).
+    ``size``: the bytes that will be written, if known: the file is allocated at once (no room fails
+    before anything is written, and ext4 writes a preallocated file back with less work per page).
+    ``fsync``: the file is on disk when this returns (its pages are sent to the disk as they are
+    written, so the final fsync waits less); otherwise the system writes it back when it likes.
     """
     from dcmpipe.safefile import PART_SUFFIX, makedirs
 
@@ -427,13 +429,14 @@ def _write_temp(target: Path, chunks, size: int | None = None) -> Path:
                     written += view.nbytes
                     while view:  # unbuffered: a write may take only part of the chunk
                         view = view[out.write(view):]
-                if written - flushed >= 8 << 20 and hasattr(os, "posix_fadvise"):
+                if fsync and written - flushed >= 8 << 20 and hasattr(os, "posix_fadvise"):
                     # Start writing these pages to disk now (Linux): the final fsync waits less.
                     os.posix_fadvise(out.fileno(), flushed, written - flushed, os.POSIX_FADV_DONTNEED)
                     flushed = written
             if size and written != size:  # never a tail of preallocated zeros
                 os.ftruncate(out.fileno(), written)
-            os.fsync(out.fileno())
+            if fsync:
+                os.fsync(out.fileno())
     except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -468,8 +471,11 @@ def _write_gathered(fd: int, buffers: list) -> int:
     return total
 
 
-def _commit_temp(tmp: Path, target: Path) -> str:
-    """Move a temporary file of ``_write_temp`` to ``target`` (never overwriting); the temporary is gone after."""
+def _commit_temp(tmp: Path, target: Path, sync_dir: bool = False) -> str:
+    """Move a temporary file of ``_write_temp`` to ``target`` (never overwriting); the temporary is gone after.
+
+    ``sync_dir``: the new name is on disk too when this returns (the folder is fsynced).
+    """
     from dcmpipe.safefile import transfer
 
     try:
@@ -477,6 +483,12 @@ def _commit_temp(tmp: Path, target: Path) -> str:
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+    if sync_dir:
+        folder = os.open(Path(target).parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     return "written" if done == "moved" else done
 
 
@@ -585,8 +597,14 @@ class Background:
         return self._value
 
 
-def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4.2") -> list[Path]:
-    """Write ``outdir/stem.PAR`` and ``.REC`` for one Philips Enhanced MR file; return both paths."""
+def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4.2",
+            fsync: bool = False) -> list[Path]:
+    """Write ``outdir/stem.PAR`` and ``.REC`` for one Philips Enhanced MR file; return both paths.
+
+    Each file is written under a temporary name and renamed when complete, the REC first, so a PAR
+    is never there without its whole REC (after a crash of the program; after a power loss only with
+    ``fsync``, which also waits until both files are on disk).
+    """
     from dcmpipe.safefile import TargetExistsError, write_atomic
 
     from . import _philips_fast as fast
@@ -604,7 +622,7 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     writer = None
     if not par_path.exists():
         writer = Background(_write_temp, rec_path, rec_chunks(path, offset, frame_bytes(ds), order),
-                             frame_bytes(ds) * len(order))
+                            frame_bytes(ds) * len(order), fsync)
     try:
         lines = fast.image_lines(columns, order, version)
         del columns
@@ -619,22 +637,22 @@ def convert(path: Path, outdir: Path, stem: str | None = None, version: str = "4
     if writer is None:
         if par_path.read_bytes() != text:
             raise TargetExistsError(par_path)
-        _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order))
-        write_atomic(par_path, text)
+        _streamed_file(rec_path, rec_chunks(path, offset, frame_bytes(ds), order), fsync)
+        write_atomic(par_path, text, fsync=fsync)
         return [par_path, rec_path]
     # The PAR goes to disk while the REC is still being written; it is renamed into place last, so a
     # PAR is never there without its complete REC.
     try:
-        par_tmp = _write_temp(par_path, [text], len(text))
+        par_tmp = _write_temp(par_path, [text], len(text), fsync)
     except BaseException:
         tmp = writer.result(raise_error=False)
         if tmp is not None and os.path.lexists(tmp):
             os.unlink(tmp)
         raise
     try:
-        _commit_temp(writer.result(), rec_path)
+        _commit_temp(writer.result(), rec_path, sync_dir=fsync)
     except BaseException:
         os.unlink(par_tmp)
         raise
-    _commit_temp(par_tmp, par_path)
+    _commit_temp(par_tmp, par_path, sync_dir=fsync)
     return [par_path, rec_path]

@@ -22,6 +22,8 @@ class Dcm2parOptions:
     version: Literal["4", "4.1", "4.2"] = option("4.2", help="PAR version to write: 4, 4.1 or 4.2 (the console's)")
     outdir: Path | None = option(
         None, help="folder for the PAR/REC files; default: the route step's destination, else beside the input")
+    fsync: bool = option(False, help="flush both files to disk before they get their names (slower; survives a "
+                         "power loss)")
 
 
 class Dcm2par(Exporter):
@@ -51,7 +53,7 @@ class Dcm2par(Exporter):
 
         outdir, stem = self._target(item, destination)
         try:
-            paths = convert(item.source, outdir, stem, self.options.version)
+            paths = convert(item.source, outdir, stem, self.options.version, self.options.fsync)
         except PhilipsError as exc:  # the runner names the file already
             raise PhilipsError(str(exc).removeprefix(f"{item.source}: ")) from None
         item.extra.setdefault("log", []).append(f"{item.source} -> {paths[0]}, {paths[1].name}")
@@ -71,7 +73,8 @@ latin-1 with CRLF line ends, in the console's layout and row order; for
 the console exports checked so far the result is byte-identical except
 for the '# Dataset name' line (the console writes its export path there).
 Nothing is overwritten: an identical file counts as done, a different
-one is an error.
+one is an error.  Each file gets its name only when it is complete;
+--fsync also waits until both are on disk (slower; for a power loss).
 
 \b
 Examples:
@@ -82,9 +85,11 @@ Examples:
 """
 
 
-def dcm2par_recipe(files, outdir, version) -> dict:
+def dcm2par_recipe(files, outdir, version, fsync=False) -> dict:
     read = {"read": "files", "path": [str(Path(f).resolve()) for f in files], "settle": 0.0}
     export = {"export": "dcm2par", "version": version}
+    if fsync:
+        export["fsync"] = True
     if outdir:
         export["outdir"] = str(Path(outdir).resolve())
     return {"recipe": {"name": "dcm2par"}, "step": [read, export]}
@@ -95,6 +100,7 @@ def dcm2par_recipe(files, outdir, version) -> dict:
 @click.option("-o", "outdir", type=click.Path(file_okay=False), help="folder for the PAR/REC files")
 @click.option("--version", "version", type=click.Choice(["4", "4.1", "4.2"]), default="4.2", show_default=True,
               help="PAR version")
+@click.option("--fsync", is_flag=True, help="flush the files to disk before naming them (slower; survives a power loss)")
 @click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True,
               help="processes sharing the work, this one included")
 @click.option("-q", "quiet", is_flag=True, help="quiet: only errors")
@@ -102,10 +108,10 @@ def dcm2par_recipe(files, outdir, version) -> dict:
 @click.option("--dry-run", is_flag=True, help="show what would be written; write nothing")
 @click.option("--print-recipe", is_flag=True, help="print the equivalent TOML recipe and exit")
 @click.option("--debug", "-d", is_flag=True, help="show tracebacks")
-def dcm2par_command(files, outdir, version, jobs, quiet, verbose, dry_run, print_recipe, debug):
+def dcm2par_command(files, outdir, version, fsync, jobs, quiet, verbose, dry_run, print_recipe, debug):
     from dcmpipe.cli import run_tool
 
-    run_tool(dcm2par_recipe(files, outdir, version), print_recipe=print_recipe, dry_run=dry_run, jobs=jobs,
+    run_tool(dcm2par_recipe(files, outdir, version, fsync), print_recipe=print_recipe, dry_run=dry_run, jobs=jobs,
              quiet=quiet, verbose=verbose, debug=debug)
 
 

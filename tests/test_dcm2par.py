@@ -270,3 +270,30 @@ def test_preallocated_output_has_exactly_what_was_written(tmp_path):
         tmp = dicom._write_temp(tmp_path / "x.REC", [b"abc", [memoryview(b"def"), memoryview(b"ghij")]], hint)
         assert tmp.read_bytes() == b"abcdefghij", hint
         tmp.unlink()
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_fsync_flushes_both_files_and_changes_nothing_else(tmp_path, monkeypatch, durable):
+    """Default: the files are renamed into place whole but not flushed; --fsync flushes both files and
+    the folder before the command returns.  The files are the same either way."""
+    import os
+
+    from dcmpipe.plugins import _philips_dicom as dicom
+
+    flushed = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    dicom.convert(PHILIPS / "T2_.dcm", tmp_path, "T2_", fsync=durable)
+    assert (tmp_path / "T2_.REC").read_bytes() == (PHILIPS / "T2_.REC").read_bytes()
+    assert _without_dataset_name((tmp_path / "T2_.PAR").read_bytes()) == \
+        _without_dataset_name((PHILIPS / "T2_.PAR").read_bytes())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["T2_.PAR", "T2_.REC"]  # no temporary left
+    if durable:
+        names = [Path(p).name for p in flushed]
+        assert any(n.endswith("dcmpipe-part") and "T2_.REC" in n for n in names), names
+        assert any(n.endswith("dcmpipe-part") and "T2_.PAR" in n for n in names), names
+        assert str(tmp_path) in flushed  # the folder: the new names are on disk too
+    else:
+        assert flushed == []
+    recipe = run_cli("dcm2par", "--print-recipe", *(["--fsync"] if durable else []), PHILIPS / "T2_.dcm").stdout
+    assert ("fsync = true" in recipe) == durable
