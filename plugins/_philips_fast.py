@@ -4,10 +4,11 @@ pydicom parses every per-frame functional group item (about 100 elements each):
 20,000 frames take a minute and gigabytes, and importing pydicom alone costs
 0.3 s.  Here the host's lean reader (``dcmpipe.enhanced``) reads the top level
 (the bytes before the Per-frame Functional Groups Sequence) and the first frame
-item; the other frames are found by walking all frame items at once with numpy
+item; the file is memory-mapped, so only the pages read are touched.  The other
+frames are found by walking all frame items at once with numpy
 (``_walk_columns``: frame items written by one program have the same elements in
-the same order, only value lengths differ), or, when their layouts differ, by
-searching each wanted element by tag and VR (``_search_columns``).  Anything
+the same order, only some value lengths differ), or, when their layouts differ,
+by searching each wanted element by tag and VR (``_search_columns``).  Anything
 unexpected (implicit VR, a frame count that does not match, a value not found)
 returns None and the caller uses the pydicom path; tests check that every path
 gives the same records.
@@ -191,6 +192,7 @@ def merged(cols: list, default=None) -> Col:
 
 
 def _decode(vr: str, raw: bytes):
+    raw = bytes(raw)  # a slice of the mapped file is a memoryview
     if vr in _BINARY:
         fmt = _BINARY[vr]
         count = len(raw) // struct.calcsize(fmt)
@@ -234,7 +236,7 @@ def _layout(region: bytes, at: int, end: int):
             return steps, at
         if at + 8 > end or at & 1:
             return None
-        tag = region[at:at + 4]
+        tag = bytes(region[at:at + 4])
         if tag in _DELIMITERS:
             length = struct.unpack_from("<I", region, at + 4)[0]
             steps.append((at - start, tag, 8, None, 0, depth, False))
@@ -248,7 +250,7 @@ def _layout(region: bytes, at: int, end: int):
                 if depth < 0:
                     return None
             continue
-        vr = region[at + 4:at + 6]
+        vr = bytes(region[at + 4:at + 6])
         if vr in _LONG_VRS:
             length = struct.unpack_from("<I", region, at + 8)[0]
             steps.append((at - start, tag + vr, 12, 8, 4, depth, vr != b"SQ"))
@@ -288,12 +290,53 @@ def _plan(frame0, p0, shared):
     return plan
 
 
-def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
-    """The value columns found by walking every frame item at once, step by step of frame 1's layout.
+# A walk step's header as checked in every frame: tag, VR and reserved bytes or short length (8 bytes), and
+# for the long VRs the 4-byte length after them.
+_TAG_VR = (1 << 48) - 1
+_TAG = (1 << 32) - 1
 
-    The position of element k in every frame is that of element k - 1 plus its header and length:
-    one numpy operation over all frames per element.  The tag and VR of every element of every frame
-    are checked at the end, in one go.  None when any frame differs (the caller searches instead).
+
+def _signature(region, at: int, step) -> bytes:
+    """The bytes of a step's header that are equal in frames laid out alike: everything but a length that
+    varies is compared, so this is the whole header (with the length)."""
+    offset, head, size = step[0], step[1], step[2]
+    return bytes(region[at + offset:at + offset + size])
+
+
+def _variable_steps(region, starts, steps):
+    """The steps of frame 1's layout whose length differs in some frame, judged on a sample of frames;
+    None when a sampled frame has other elements (the caller searches instead).
+
+    A variable step the sample misses is found by the walk itself (it costs one more gather).
+    """
+    nframes = len(starts)
+    picks = sorted({1, 2, nframes - 1, *range(0, nframes, max(1, nframes // 24))} - {0})
+    first = int(starts[0])
+    variable = set()
+    for number in picks:
+        if number >= nframes:
+            continue
+        at = int(starts[number])
+        walked = _layout(region, at, len(region))
+        if walked is None or len(walked[0]) != len(steps):
+            return None
+        for k, (mine, theirs) in enumerate(zip(steps, walked[0])):
+            if mine[1] != theirs[1]:
+                return None
+            if k not in variable and _signature(region, first, mine) != _signature(region, at, theirs):
+                variable.add(k)
+    return variable
+
+
+def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
+    """The value columns found by walking every frame item at once, in blocks of frame 1's layout.
+
+    Frame items written by one program have the same elements in the same order; only some value
+    lengths differ (a UID with another counter, a time with more digits).  Between two such
+    variable elements every element is where it is in frame 1, relative to the first: one numpy
+    gather per block checks the header (tag, VR, length) of every element of every frame, and the
+    variable element's lengths then give the next block's positions.  None when any frame differs
+    otherwise (the caller searches instead).
     """
     import numpy as np
 
@@ -319,38 +362,83 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
             columns[name] = Col.const(None, nframes)
             continue
         wanted.setdefault(found[0], []).append((name, vr))
+    variable = _variable_steps(region, starts, steps)
+    if variable is None:
+        return None
     # The 8 bytes at any offset as one little-endian integer (an overlapping, unaligned view): one
-    # gather per element gives its tag, VR and short length.
+    # gather gives an element's tag, VR and short length.
     heads = np.ndarray((len(region) - 7,), dtype="<u8", buffer=region, strides=(1,))
-    pos = starts.astype(np.int64)
-    odd = np.zeros(nframes, dtype=np.int64)
+    first = int(starts[0])
+    # Frame 1's header of every step, and which of its bytes must be equal in every frame.
+    expect = [int.from_bytes(region[first + step[0]:first + step[0] + 8], "little") for step in steps]
+    long_length = [int.from_bytes(region[first + step[0] + 8:first + step[0] + 12], "little")
+                   if step[3] == 8 else None for step in steps]
+    def check(k, numbers, pos):
+        """(headers found, positions, frames x numbers: True where a header differs from frame 1's)."""
+        rel = np.array([steps[j][0] - steps[k][0] for j in numbers], dtype=np.int64)
+        at = pos[:, None] + rel
+        found = heads[at]
+        masks = np.array([(_TAG_VR if len(steps[j][1]) == 6 else _TAG) if j in variable else (1 << 64) - 1
+                          for j in numbers], dtype=np.uint64)
+        bad = ((found ^ np.array([expect[j] for j in numbers], dtype=np.uint64)) & masks) != 0
+        for c, j in enumerate(numbers):  # long lengths: the 4 bytes after the 8
+            if steps[j][3] == 8 and j not in variable:
+                bad[:, c] |= (heads[at[:, c] + 8] & _TAG) != long_length[j]
+        return found, at, bad
+
+    pos = starts.astype(np.int64)  # where the current segment's first step is, in every frame
+    k = 0
     try:  # positions only grow; one past the region raises IndexError
-        for k, (offset, head, size, length_at, length_bytes, depth, is_value) in enumerate(steps):
-            h = heads[pos]
-            if len(head) == 6:  # an element: tag and VR
-                if ((h & 0xFFFFFFFFFFFF) != int.from_bytes(head, "little")).any():
+        while k < len(steps):
+            end = k  # the segment: steps k..end, ending at a variable step (its length is read per frame)
+            while end < len(steps) - 1 and end not in variable:
+                end += 1
+            # Only the steps read and the last are checked: any other difference in layout moves them.
+            numbers = [j for j in range(k, end + 1) if j in wanted or j == end]
+            found, at, bad = check(k, numbers, pos)
+            if bad.any():
+                # Find the first step that differs, checking every step up to there; the same element
+                # with another length is a variable step the sample missed; anything else is another layout.
+                upto = numbers[int(np.flatnonzero(bad.any(axis=0))[0])]
+                every = list(range(k, upto + 1))
+                found_all, _, bad_all = check(k, every, pos)
+                c = int(np.flatnonzero(bad_all.any(axis=0))[0])
+                step = steps[every[c]]
+                mask = _TAG_VR if len(step[1]) == 6 else _TAG
+                if every[c] in variable or ((found_all[:, c] & mask) != int.from_bytes(step[1], "little")).any():
                     return None
-            elif ((h & 0xFFFFFFFF) != int.from_bytes(head, "little")).any():  # an item or delimiter
-                return None
-            if length_at is None:
-                pos = pos + size
-                continue
-            lengths = (h >> 48) if length_bytes == 2 else (heads[pos + 8] & 0xFFFFFFFF)
-            lengths = lengths.astype(np.int64)
-            if k in wanted:
-                for name, vr in wanted[k]:
+                variable.add(every[c])
+                continue  # this segment again, ending there
+            for c, j in enumerate(numbers):
+                if j not in wanted:
+                    continue
+                step = steps[j]
+                value_at = at[:, c] + step[2]
+                if j in variable:
+                    lengths = (found[:, c] >> 48) if step[4] == 2 else (heads[at[:, c] + 8] & _TAG)
+                    lengths = lengths.astype(np.int64)
+                else:
+                    lengths = np.full(nframes, (expect[j] >> 48) if step[4] == 2 else long_length[j], dtype=np.int64)
+                for name, vr in wanted[j]:
                     if name in ORDER_KEYS:
-                        columns[name] = _values(region, octets, pos + size, lengths, vr, heads)
+                        columns[name] = _values(region, octets, value_at, lengths, vr, heads)
                     else:  # decoded when first used: after the row order is known and the REC is under way
-                        columns[name] = _Later(_values, region, octets, pos + size, lengths, vr, heads)
-            pos = pos + size if head[4:] == b"SQ" else pos + size + lengths
-            odd |= pos
+                        columns[name] = _Later(_values, region, octets, value_at, lengths, vr, heads)
+            last = steps[end]
+            pos = at[:, -1] + last[2]
+            if last[3] is not None and last[1][4:] != b"SQ":  # an element: its value follows
+                if end in variable:
+                    pos = pos + ((found[:, -1] >> 48) if last[4] == 2
+                                 else (heads[at[:, -1] + 8] & _TAG)).astype(np.int64)
+                else:
+                    pos = pos + ((expect[end] >> 48) if last[4] == 2 else long_length[end])
+            if np.any(pos & 1):
+                return None
+            k = end + 1
     except IndexError:
         return None
-    # Every frame item ends where the next one starts, and every position was even.
+    # Every frame item ends where the next one starts.
     if nframes > 1 and not np.array_equal(pos[:-1], starts[1:]):
-        return None
-    if np.any(odd & 1):
         return None
     return columns
 
@@ -423,7 +511,7 @@ def _search_columns(region, words, octets, starts, plan, private_seq, shared):
             where, frame = where[keep][::-1], frame[keep][::-1]  # reversed: the first occurrence wins
             lengths = words[(where + 6) // 2]
             for at, length, number in zip(where.tolist(), lengths.tolist(), frame.tolist()):
-                raws[number] = region[at + 8:at + 8 + length]
+                raws[number] = bytes(region[at + 8:at + 8 + length])
         memo = {None: None}  # most values repeat from frame to frame: decode each once
         col = Col.of(raws)
         columns[name] = Col(col.codes, [memo[r] if r in memo else memo.setdefault(r, _decode(vr, r))
@@ -449,50 +537,53 @@ def _item_starts(region: bytes, nframes: int):
     found.sort()
     found = found[found + 14 <= len(region)]
     heads = np.ndarray((len(region) - 7,), dtype="<u8", buffer=region, strides=(1,))
-    mark = int.from_bytes(region[8:12] + b"SQ", "little")
+    mark = int.from_bytes(bytes(region[8:12]) + b"SQ", "little")
     starts = found[(heads[found + 8] & 0xFFFFFFFFFFFF) == mark]
     if len(starts) != nframes or starts[0] != 0:
         return None
     return starts
 
 
+def _mapped(path):
+    """The whole file, memory-mapped read-only (no copy: the walk reads only the pages it needs), or
+    its bytes where mapping fails."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        try:
+            return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # empty, or a file system without mapping
+            return fh.read()
+
+
 def read_fast(path):
     """(top-level data set, per-frame value columns {name: Col}, pixel data offset), or None."""
     from dcmpipe.enhanced import EnhancedError, lean_item, read_dataset
 
-    with open(path, "rb") as fh:
-        # The top level is small: read until the Per-frame Functional Groups Sequence starts.
-        data = b""
-        start = -1
-        while start < 0:
-            block = fh.read(1 << 20)
-            if not block:
-                return None
-            data += block
-            start = data.find(PFG)
-        try:
-            head = read_dataset(data[:start], pixels=False, lean=True)
-        except EnhancedError:
-            return None
-        meta = getattr(head, "file_meta", None)
-        if meta is None or str(meta.get("TransferSyntaxUID", "")) != "1.2.840.10008.1.2.1":
-            return None
-        rows, columns, bits = int(head.Rows), int(head.Columns), int(head.BitsAllocated)
-        nframes = int(head.NumberOfFrames)
-        nbytes = rows * columns * bits // 8 * nframes
-        padded = nbytes + (nbytes & 1)
-        # Pixel Data is the last element (the usual case): find its header by arithmetic, so the
-        # pixel data itself is never read here.
-        size = os.fstat(fh.fileno()).st_size
-        pixel_at = size - padded - 12
-        fh.seek(pixel_at)
-        tag = fh.read(12)
-        if pixel_at <= start or tag[:4] != b"\xe0\x7f\x10\x00" or tag[4:6] not in (b"OW", b"OB") \
-                or struct.unpack_from("<I", tag, 8)[0] != padded:
-            return None
-        fh.seek(start + 12)
-        region = fh.read(pixel_at - start - 12)
-        del data
+    data = _mapped(path)
+    # The top level is small: everything before the Per-frame Functional Groups Sequence.
+    start = data.find(PFG)
+    if start < 0:
+        return None
+    try:
+        head = read_dataset(data[:start], pixels=False, lean=True)
+    except EnhancedError:
+        return None
+    meta = getattr(head, "file_meta", None)
+    if meta is None or str(meta.get("TransferSyntaxUID", "")) != "1.2.840.10008.1.2.1":
+        return None
+    rows, columns, bits = int(head.Rows), int(head.Columns), int(head.BitsAllocated)
+    nframes = int(head.NumberOfFrames)
+    nbytes = rows * columns * bits // 8 * nframes
+    padded = nbytes + (nbytes & 1)
+    # Pixel Data is the last element (the usual case): its header is found by arithmetic, so the
+    # pixel data itself is never read here.
+    pixel_at = len(data) - padded - 12
+    tag = data[pixel_at:pixel_at + 12] if pixel_at > start else b""
+    if len(tag) != 12 or tag[:4] != b"\xe0\x7f\x10\x00" or tag[4:6] not in (b"OW", b"OB") \
+            or struct.unpack_from("<I", tag, 8)[0] != padded:
+        return None
+    region = memoryview(data)[start + 12:pixel_at]  # the frame items
     if region[:4] != ITEM or nframes < 1:
         return None
     import numpy as np
@@ -501,7 +592,7 @@ def read_fast(path):
     if starts is None:
         return None
     try:
-        frame0, _ = lean_item(region, 0)
+        frame0, _ = lean_item(bytes(region[:int(starts[1]) if nframes > 1 else len(region)]), 0)
     except ValueError:
         return None
     private_seq = private_tag(frame0, MR005, 0x0F)

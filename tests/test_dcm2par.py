@@ -297,3 +297,46 @@ def test_fsync_flushes_both_files_and_changes_nothing_else(tmp_path, monkeypatch
         assert flushed == []
     recipe = run_cli("dcm2par", "--print-recipe", *(["--fsync"] if durable else []), PHILIPS / "T2_.dcm").stdout
     assert ("fsync = true" in recipe) == durable
+
+
+def test_walk_finds_variable_elements_the_sample_missed(monkeypatch):
+    """The walk learns which elements vary in length from a sample of frames; one it missed is found by the
+    walk itself, with the same values."""
+    from dcmpipe.plugins import _philips_fast as fast
+
+    def plain(values):
+        return {name: col.tolist() for name, col in values.items()}
+
+    path = PHILIPS / "T2_.dcm"
+    sampled = plain(fast.read_fast(path)[1])
+    walked = []
+    original = fast._walk_columns
+    monkeypatch.setattr(fast, "_variable_steps", lambda *args: set())  # as if every frame looked like frame 1
+    monkeypatch.setattr(fast, "_walk_columns", lambda *args: walked.append(original(*args)) or walked[-1])
+    assert plain(fast.read_fast(path)[1]) == sampled
+    assert walked[0] is not None, "the walk should have found the variable elements itself"
+
+
+def test_walk_refuses_a_frame_whose_element_is_not_where_frame_1_has_it(tmp_path, monkeypatch):
+    """An element read from every frame is checked in every frame: one frame with another element there
+    sends the file to the tag search, which reads the frames that do have it."""
+    import struct
+
+    from dcmpipe.plugins import _philips_fast as fast
+
+    data = bytearray((PHILIPS / "T2_.dcm").read_bytes())
+    in_stack = struct.pack("<HH", 0x0020, 0x9057) + b"UL"
+    places = [i for i in range(len(data)) if data.startswith(in_stack, i)]
+    assert len(places) == 20  # one per frame
+    data[places[7] + 2:places[7] + 4] = struct.pack("<H", 0x9058)  # frame 8: another element, same size
+    broken = tmp_path / "T2_.dcm"
+    broken.write_bytes(bytes(data))
+    walked = []
+    original = fast._walk_columns
+    monkeypatch.setattr(fast, "_walk_columns", lambda *args: walked.append(original(*args)) or walked[-1])
+    sample = fast._variable_steps  # a sample of frames that misses frame 8 (as in a large file)
+    monkeypatch.setattr(fast, "_variable_steps", lambda region, starts, steps: sample(region, starts[:7], steps))
+    values = fast.read_fast(broken)[1]
+    assert walked == [None]
+    in_stack_values = values["in_stack"].tolist()
+    assert in_stack_values[7] is None and None not in in_stack_values[:7] + in_stack_values[8:]
