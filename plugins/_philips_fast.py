@@ -296,36 +296,30 @@ _TAG_VR = (1 << 48) - 1
 _TAG = (1 << 32) - 1
 
 
-def _signature(region, at: int, step) -> bytes:
-    """The bytes of a step's header that are equal in frames laid out alike: everything but a length that
-    varies is compared, so this is the whole header (with the length)."""
-    offset, head, size = step[0], step[1], step[2]
-    return bytes(region[at + offset:at + offset + size])
-
-
 def _variable_steps(region, starts, steps):
     """The steps of frame 1's layout whose length differs in some frame, judged on a sample of frames;
     None when a sampled frame has other elements (the caller searches instead).
 
-    A variable step the sample misses is found by the walk itself (it costs one more gather).
+    A step's length shows as the distance to the next step.  A variable step the sample misses (or a
+    sequence or item of defined length that varies) is found by the walk itself (one more gather).
     """
+    import numpy as np
+
     nframes = len(starts)
-    picks = sorted({1, 2, nframes - 1, *range(0, nframes, max(1, nframes // 24))} - {0})
-    first = int(starts[0])
-    variable = set()
+    # Frames spread by the golden ratio: evenly spaced picks would meet the same few dynamics again and
+    # again in a slice-major file (a time with more digits from dynamic 10 on would go unseen).
+    picks = sorted({1, 2, nframes - 1, *(int(nframes * ((i * 0.6180339887) % 1)) for i in range(1, 24))} - {0})
+    heads = [step[1] for step in steps]
+    spans = np.diff([step[0] for step in steps])
+    variable = np.zeros(len(spans), dtype=bool)
     for number in picks:
         if number >= nframes:
             continue
-        at = int(starts[number])
-        walked = _layout(region, at, len(region))
-        if walked is None or len(walked[0]) != len(steps):
+        walked = _layout(region, int(starts[number]), len(region))
+        if walked is None or [step[1] for step in walked[0]] != heads:
             return None
-        for k, (mine, theirs) in enumerate(zip(steps, walked[0])):
-            if mine[1] != theirs[1]:
-                return None
-            if k not in variable and _signature(region, first, mine) != _signature(region, at, theirs):
-                variable.add(k)
-    return variable
+        variable |= np.diff([step[0] for step in walked[0]]) != spans
+    return set(np.flatnonzero(variable).tolist())
 
 
 def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
@@ -378,11 +372,12 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
         rel = np.array([steps[j][0] - steps[k][0] for j in numbers], dtype=np.int64)
         at = pos[:, None] + rel
         found = heads[at]
-        masks = np.array([(_TAG_VR if len(steps[j][1]) == 6 else _TAG) if j in variable else (1 << 64) - 1
-                          for j in numbers], dtype=np.uint64)
-        bad = ((found ^ np.array([expect[j] for j in numbers], dtype=np.uint64)) & masks) != 0
-        for c, j in enumerate(numbers):  # long lengths: the 4 bytes after the 8
-            if steps[j][3] == 8 and j not in variable:
+        bad = found != np.array([expect[j] for j in numbers], dtype=np.uint64)
+        for c, j in enumerate(numbers):
+            if j in variable:  # only the tag and VR must be frame 1's
+                mask = _TAG_VR if len(steps[j][1]) == 6 else _TAG
+                bad[:, c] = (found[:, c] & mask) != (expect[j] & mask)
+            elif steps[j][3] == 8:  # a long length: the 4 bytes after the 8
                 bad[:, c] |= (heads[at[:, c] + 8] & _TAG) != long_length[j]
         return found, at, bad
 
