@@ -344,8 +344,11 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
     if split_at is None:
         return None
     wanted = {}  # step number -> [(name, vr)]
+    entries = {}  # name -> its plan entry (for a search of that element alone)
     columns = {}
-    for name, tag, vr, private_part in plan:
+    for entry in plan:
+        name, tag, vr, private_part = entry
+        entries[name] = entry
         if vr is None:
             columns[name] = Col.const(_shared_value(shared, tag) if not private_part else None, nframes)
             continue
@@ -388,8 +391,10 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
             end = k  # the segment: steps k..end, ending at a variable step (its length is read per frame)
             while end < len(steps) - 1 and end not in variable:
                 end += 1
-            # Only the steps read and the last are checked: any other difference in layout moves them.
-            numbers = [j for j in range(k, end + 1) if j in wanted or j == end]
+            # Only the steps the row order needs and the last are checked now (any other difference in
+            # layout moves them); the other values, and their headers, when first used.
+            numbers = [j for j in range(k, end + 1) if j == end or j in wanted and not ORDER_KEYS.isdisjoint(
+                name for name, _ in wanted[j])]
             found, at, bad = check(k, numbers, pos)
             if bad.any():
                 # Find the first step that differs, checking every step up to there; the same element
@@ -404,6 +409,12 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
                     return None
                 variable.add(every[c])
                 continue  # this segment again, ending there
+            for j in range(k, end):
+                if j in wanted and j not in numbers:  # a fixed place: checked when first used
+                    at_j = pos + (steps[j][0] - steps[k][0])
+                    for name, vr in wanted[j]:
+                        columns[name] = _Later(_checked_values, region, words, octets, heads, starts, at_j, steps[j],
+                                               expect[j], long_length[j], vr, entries[name], private_seq, shared)
             for c, j in enumerate(numbers):
                 if j not in wanted:
                     continue
@@ -436,6 +447,27 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
     if nframes > 1 and not np.array_equal(pos[:-1], starts[1:]):
         return None
     return columns
+
+
+def _checked_values(region, words, octets, heads, starts, at, step, expect: int, long_length, vr: str, entry,
+                    private_seq, shared) -> Col:
+    """The values of one element at the same place in every frame (``at``: its header), once its header
+    (tag, VR, length) is checked in every frame; where a frame has something else there, the element
+    is searched for by tag instead."""
+    import numpy as np
+
+    size, length_bytes = step[2], step[4]
+    found = heads[at]
+    good = bool((found == np.uint64(expect)).all())
+    if good and step[3] == 8:
+        good = bool(((heads[at + 8] & _TAG) == long_length).all())
+    if not good:
+        searched = _search_columns(region, words, octets, starts, [entry], private_seq, shared)
+        if searched is None:
+            raise PhilipsError(f"frame items not laid out alike, and {entry[0]} not found by its tag")
+        return searched[entry[0]]
+    length = (expect >> 48) if length_bytes == 2 else long_length
+    return _values(region, octets, at + size, np.full(len(at), length, dtype=np.int64), vr, heads)
 
 
 def _values(region, octets, at, lengths, vr: str, heads=None) -> Col:

@@ -340,3 +340,35 @@ def test_walk_refuses_a_frame_whose_element_is_not_where_frame_1_has_it(tmp_path
     assert walked == [None]
     in_stack_values = values["in_stack"].tolist()
     assert in_stack_values[7] is None and None not in in_stack_values[:7] + in_stack_values[8:]
+
+
+def test_a_value_read_after_the_rec_started_is_checked_in_every_frame(tmp_path, monkeypatch):
+    """Values the row order does not need are read while the REC is written, each checked in every frame
+    when it is first used: a frame with another element at that place gets the tag search's values."""
+    import struct
+
+    from dcmpipe.plugins import _philips_fast as fast
+
+    data = bytearray((PHILIPS / "T2_.dcm").read_bytes())
+    thickness = struct.pack("<HH", 0x0018, 0x0050) + b"DS"
+    places = [i for i in range(len(data)) if data.startswith(thickness, i)]
+    start = data.find(fast.PFG)
+    places = [i for i in places if i > start]
+    assert len(places) == 40  # twice per frame: pixel measures and the private copy
+    data[places[15] + 2:places[15] + 4] = struct.pack("<H", 0x0051)  # frame 8's private copy
+    broken = tmp_path / "T2_.dcm"
+    broken.write_bytes(bytes(data))
+
+    def plain(values):
+        return {name: col.tolist() for name, col in values.items()}
+
+    walked = []
+    original = fast._walk_columns
+    monkeypatch.setattr(fast, "_walk_columns", lambda *args: walked.append(original(*args)) or walked[-1])
+    sample = fast._variable_steps  # a sample of frames that misses frame 8 (as in a large file)
+    monkeypatch.setattr(fast, "_variable_steps", lambda region, starts, steps: sample(region, starts[:7], steps))
+    by_walk = plain(fast.read_fast(broken)[1])
+    assert walked[0] is not None  # the row order's values are fine: the walk went on
+    monkeypatch.setattr(fast, "_walk_columns", lambda *args: None)
+    assert by_walk == plain(fast.read_fast(broken)[1])  # the same values as the tag search finds
+    assert by_walk["p_thickness"][7] is None and None not in by_walk["p_thickness"][:7]
