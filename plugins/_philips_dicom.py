@@ -10,6 +10,7 @@ import math
 import mmap
 import os
 import struct
+import sys
 import threading
 from pathlib import Path
 
@@ -492,43 +493,90 @@ def _commit_temp(tmp: Path, target: Path, sync_dir: bool = False) -> str:
     return "written" if done == "moved" else done
 
 
-def rec_chunks(path: Path, offset: int, size: int, order, chunk_bytes: int = 4 << 20):
+def rec_chunks(path: Path, offset: int, size: int, order, chunk_bytes: int = 4 << 20, mapped: bool = True):
     """The frames of ``path`` (``size`` bytes each from ``offset``) in ``order``, a few MB at a time.
 
-    For each chunk the frames it needs are read in file order, one read per run of consecutive
-    frames (a BOLD file's REC is a transpose of its frames: 40 reads per chunk instead of one per
-    frame).  A chunk in order comes as one buffer; one out of order as a list of per-frame
-    memoryviews in ``order`` (``_write_temp`` writes them with writev, no copy here).  Both are valid
-    until the next chunk; the memory held is one chunk.
+    Each chunk is a list of buffers for ``_write_temp`` to write with writev.  The file is
+    memory-mapped and the buffers are views of it: no copy here, and one system call per 1,024
+    frames, so a thread writing the REC seldom needs the interpreter lock (with one read per run of
+    frames, a BOLD file's REC took 1,600 reads, each waiting for the lock when the PAR was being
+    formatted).  The pages of a chunk are dropped from this process when the next is asked for: the
+    memory held stays about a chunk.  ``mapped=False``, or where mapping fails: the frames a chunk
+    needs are read into one buffer, in file order, one read per run of consecutive frames.
     """
     import numpy as np
 
     order = np.asarray(order, dtype=np.int64)
     per_chunk = max(1, chunk_bytes // max(size, 1))
-    source = bytearray(min(per_chunk, max(len(order), 1)) * size)
-    view = memoryview(source)
     fd = os.open(path, os.O_RDONLY)
     try:
         if len(order) and (order.min() < 0 or offset + (int(order.max()) + 1) * size > os.fstat(fd).st_size):
             raise PhilipsError(f"{path}: pixel data ends early (truncated file?)")
-        for start in range(0, len(order), per_chunk):
-            part = order[start:start + per_chunk]
-            wanted = np.sort(part)  # sorted, each frame once (not np.unique: it imports numpy.ma, 20 ms)
-            wanted = wanted[np.concatenate(([True], wanted[1:] != wanted[:-1]))]
-            breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
-            filled = 0
-            for run in np.split(wanted, breaks):
-                want = len(run) * size
-                got = os.preadv(fd, [view[filled:filled + want]], offset + int(run[0]) * size)
-                if got != want:
-                    raise PhilipsError(f"{path}: pixel data ends early (truncated file?)")
-                filled += want
-            if len(wanted) == len(part) and np.array_equal(wanted, part):
-                yield view[:filled]  # already in order
-            else:  # the frames' buffers in order: writev puts them together
-                yield [view[k * size:(k + 1) * size] for k in np.searchsorted(wanted, part).tolist()]
+        view = _map_frames(fd, offset, size * (int(order.max()) + 1)) if mapped and len(order) and size else None
+    except BaseException:
+        os.close(fd)
+        raise
+    if view is not None:
+        os.close(fd)  # the mapping keeps the file
+        yield from _mapped_chunks(view, size, order, per_chunk)
+        return
+    try:
+        yield from _read_chunks(path, fd, offset, size, order, per_chunk)
     finally:
         os.close(fd)
+
+
+def _map_frames(fd: int, offset: int, length: int):
+    """``length`` bytes of the file from ``offset``, memory-mapped read-only (a memoryview), or None."""
+    import mmap
+
+    start = offset // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
+    try:
+        mapping = mmap.mmap(fd, offset - start + length, access=mmap.ACCESS_READ, offset=start)
+    except (OSError, ValueError, OverflowError):
+        return None
+    return memoryview(mapping)[offset - start:]
+
+
+def _mapped_chunks(view, size: int, order, per_chunk: int):
+    import mmap
+
+    import numpy as np
+
+    mapping = view.obj
+    for first in range(0, len(order), per_chunk):
+        if first and hasattr(mapping, "madvise"):  # the last chunk is written: its pages may go
+            mapping.madvise(mmap.MADV_DONTNEED)
+        part = order[first:first + per_chunk]
+        # One buffer per run of frames that follow each other in the file (the whole chunk when in order).
+        breaks = np.flatnonzero(np.diff(part) != 1) + 1
+        starts = np.concatenate(([0], breaks)).tolist()
+        ends = np.concatenate((breaks, [len(part)])).tolist()
+        frames = part.tolist()
+        yield [view[frames[a] * size:(frames[b - 1] + 1) * size] for a, b in zip(starts, ends)]
+
+
+def _read_chunks(path: Path, fd: int, offset: int, size: int, order, per_chunk: int):
+    import numpy as np
+
+    source = bytearray(min(per_chunk, max(len(order), 1)) * size)
+    view = memoryview(source)
+    for start in range(0, len(order), per_chunk):
+        part = order[start:start + per_chunk]
+        wanted = np.sort(part)  # sorted, each frame once (not np.unique: it imports numpy.ma, 20 ms)
+        wanted = wanted[np.concatenate(([True], wanted[1:] != wanted[:-1]))]
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        filled = 0
+        for run in np.split(wanted, breaks):
+            want = len(run) * size
+            got = os.preadv(fd, [view[filled:filled + want]], offset + int(run[0]) * size)
+            if got != want:
+                raise PhilipsError(f"{path}: pixel data ends early (truncated file?)")
+            filled += want
+        if len(wanted) == len(part) and np.array_equal(wanted, part):
+            yield view[:filled]  # already in order
+        else:  # the frames' buffers in order: writev puts them together
+            yield [view[k * size:(k + 1) * size] for k in np.searchsorted(wanted, part).tolist()]
 
 
 def load(path: Path):
@@ -576,10 +624,25 @@ def load_columns(path: Path):
 
 
 class Background:
-    """``function(*args)`` run in a thread; ``result()`` waits and returns its value or raises its error."""
+    """``function(*args)`` run in a thread; ``result()`` waits and returns its value or raises its error.
+
+    While such a thread runs, the interpreter switches threads every 0.5 ms instead of 5: the thread
+    spends its time in system calls (writing, copying), and after each it must get the interpreter
+    lock back from the main thread, which is formatting text meanwhile; waiting up to 5 ms each
+    time made writing a REC two to four times slower.
+    """
+
+    _lock = threading.Lock()
+    _running = 0
+    _interval = None
 
     def __init__(self, function, *args):
         self._value = self._error = None
+        with Background._lock:
+            if Background._running == 0:
+                Background._interval = sys.getswitchinterval()
+                sys.setswitchinterval(min(Background._interval, 0.0005))
+            Background._running += 1
         self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
         self._thread.start()
 
@@ -588,6 +651,11 @@ class Background:
             self._value = function(*args)
         except BaseException as exc:  # handed to the caller by result()
             self._error = exc
+        finally:
+            with Background._lock:
+                Background._running -= 1
+                if Background._running == 0:
+                    sys.setswitchinterval(Background._interval)
 
     def result(self, raise_error: bool = True):
         """The value, or its error raised; ``raise_error=False``: just wait for the end (before cleaning up)."""

@@ -230,22 +230,24 @@ def test_bulk_formatting_and_order_equal_the_line_by_line_rules():
             assert fast.image_lines(columns, order, version) == list(map(par.line_formatter(version), rows)), path
 
 
-def test_rec_frames_reordered_in_chunks(tmp_path):
-    """Frames put in any order a few at a time (gathered for writev when out of order) equal the frames in that order."""
+@pytest.mark.parametrize("mapped", [True, False])
+def test_rec_frames_reordered_in_chunks(tmp_path, mapped):
+    """Frames put in any order a few at a time (views of the mapped file, or read into a buffer; gathered
+    by writev) equal the frames in that order."""
     from dcmpipe.plugins import _philips_dicom as dicom
 
     source = tmp_path / "frames.bin"
     frames = [bytes([n]) * 6 for n in range(10)]
-    source.write_bytes(b"HEAD" + b"".join(frames))
-    for order in ([3, 4, 5, 0, 9, 1, 2], list(range(10)), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0], [2, 2, 5]):
+    source.write_bytes(b"HEAD" + b"".join(frames) + b"TAIL")
+    for order in ([3, 4, 5, 0, 9, 1, 2], list(range(10)), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0], [2, 2, 5], [7]):
         expected = b"".join(frames[n] for n in order)
         for chunk_bytes in (6, 18, 1 << 20):  # one frame, three frames, everything per chunk
             target = tmp_path / f"r{chunk_bytes}.REC"
-            dicom._streamed_file(target, dicom.rec_chunks(source, 4, 6, order, chunk_bytes))
+            dicom._streamed_file(target, dicom.rec_chunks(source, 4, 6, order, chunk_bytes, mapped))
             assert target.read_bytes() == expected, (order, chunk_bytes)
             target.unlink()
     with pytest.raises(dicom.PhilipsError, match="ends early"):
-        dicom._streamed_file(tmp_path / "c.REC", dicom.rec_chunks(source, 4, 6, [10]))
+        dicom._streamed_file(tmp_path / "c.REC", dicom.rec_chunks(source, 4, 6, [11], mapped=mapped))
     assert not (tmp_path / "c.REC").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
