@@ -16,7 +16,8 @@ written without pydicom (which reads only files the lean reader leaves to it):
   thread (REC order, one chunk mapped at a time, one ``pwritev`` per run of consecutive frames) to its
   place in the temporary file while the header is made; every written range goes to the disk's
   write-back at once.  Another thread takes each REC image's min/max (MR Max/Min FP estimates) from
-  the time the PAR is read.  Temporary file + fsync + link, never overwriting.
+  the time the PAR is read.  Temporary file + link, never overwriting; with ``fsync`` the file is
+  flushed to disk before it gets its name.
 - Memory: the classic files, the PAR columns, the header's bytes (about 2 kB per frame), the slot
   columns and one 16 MB chunk of the REC at a time; never the whole REC.
 """
@@ -1017,10 +1018,11 @@ def _assemble(templates: list, names: list, columns: dict, template_of, start: i
 
 
 def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: bool = False,
-          files: list | None = None) -> dict:
+          files: list | None = None, fsync: bool = False) -> dict:
     """Write the Enhanced MR file ``out_path``; return a small report (frames, bytes, notes).
 
     ``files``: the classic files of dynamic 1 (default: every visible file of ``folder``).
+    ``fsync``: the file is on disk when this returns, not only complete under its name.
     """
     folder, par_path, rec_path, out_path = Path(folder), Path(par_path), Path(rec_path), Path(out_path)
     if out_path.exists():
@@ -1044,7 +1046,7 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
     if count_images * size <= rec_path.stat().st_size:  # else check_inputs says the REC is truncated
         extremes = Background(w.rec_extremes, rec_path, size, count_images, int(cols["bits"][0]))
     try:
-        return _build(classic, parsed, folder, par_path, rec_path, out_path, strict, extremes, phases)
+        return _build(classic, parsed, folder, par_path, rec_path, out_path, strict, extremes, phases, fsync)
     finally:
         if extremes is not None:
             extremes.result(raise_error=False)  # wait for it, whatever its outcome
@@ -1052,7 +1054,7 @@ def build(folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: 
 
 
 def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, out_path: Path, strict: bool,
-           extremes, phases) -> dict:
+           extremes, phases, fsync: bool = False) -> dict:
     import numpy as np
 
     dyn1 = check_inputs(classic, parsed, rec_path, folder)
@@ -1221,7 +1223,7 @@ def _build(classic: list, parsed, folder: Path, par_path: Path, rec_path: Path, 
                            "(4 GiB; concatenations are not written)")
 
     # -- writing: pixel data in the background, the header meanwhile -------------------------------------
-    output = w.Output(out_path)
+    output = w.Output(out_path, fsync)
     pixels = None
     try:
         pixels = Background(_reserve_and_copy, output, header_length + total + (total & 1), rec_path, size,

@@ -305,24 +305,29 @@ def split_template(parts: list) -> tuple:
 
 
 class Output:
-    """A new temporary file beside ``target``, written at offsets; ``commit`` fsyncs it and links it to
-    ``target`` (never overwriting), ``discard`` removes it."""
+    """A new temporary file beside ``target``, written at offsets; ``commit`` links it to ``target``
+    (never overwriting), ``discard`` removes it.
 
-    def __init__(self, target: Path):
+    ``fsync``: every written range goes to the disk's write-back at once, and ``commit`` flushes the
+    file (and then its folder) to disk; otherwise the system writes it back when it likes.
+    """
+
+    def __init__(self, target: Path, fsync: bool = False):
         from dcmpipe.safefile import PART_SUFFIX, makedirs
 
         self.target = Path(target)
         makedirs(self.target.parent)
         self.path = self.target.parent / f".{self.target.name}.dcms2e.{os.getpid()}{PART_SUFFIX}"
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        self._advise = hasattr(os, "posix_fadvise")
+        self.fsync = fsync
+        self._advise = fsync and hasattr(os, "posix_fadvise")
 
     def reserve(self, size: int) -> None:
         """Allocate the file's ``size`` bytes now (ext4 then writes the pages back with less work each)."""
         preallocate(self.fd, size)
 
     def write(self, data, offset: int) -> None:
-        """``data`` at ``offset``; its pages go to the disk's write-back queue at once (Linux)."""
+        """``data`` at ``offset``; with ``fsync`` its pages go to the disk's write-back queue at once (Linux)."""
         view = memoryview(data).cast("B")
         at, total = offset, view.nbytes
         while view:
@@ -335,11 +340,12 @@ class Output:
         from ._philips_dicom import _commit_temp
 
         try:
-            os.fsync(self.fd)
+            if self.fsync:
+                os.fsync(self.fd)
         finally:
             os.close(self.fd)
             self.fd = -1
-        return _commit_temp(self.path, self.target)
+        return _commit_temp(self.path, self.target, sync_dir=self.fsync)
 
     def discard(self) -> None:
         if self.fd >= 0:

@@ -25,6 +25,8 @@ class Dcms2eOptions:
     strict: bool = option(False, help="make the file pass dciodvfy: 1-based private dimension indices, "
                                       "no zero velocity vector")
     diffs: bool = option(False, help="print what differs from a scanner export, and why")
+    fsync: bool = option(False, help="flush the output to disk before it gets its name (slower; survives a "
+                                     "power loss)")
 
 
 class Dcms2e(Transform):
@@ -62,7 +64,8 @@ class Dcms2e(Transform):
                 item.extra["planned"] = True
             return items
         try:
-            notes = build.build(folder, par_path, rec_path, output, strict=self.options.strict, files=sources)
+            notes = build.build(folder, par_path, rec_path, output, strict=self.options.strict, files=sources,
+                                fsync=self.options.fsync)
         except Exception as exc:  # one line for the series, not one per file
             from dcmpipe import DcmpipeError
 
@@ -101,7 +104,8 @@ every dynamic.  Writes DIR.dcm: a Philips-style Enhanced MR file with all
 dynamics, also above the scanner's 16,384-image limit.  Before writing,
 checks that the files and the PAR are the same acquisition (acquisition
 number, matrix, slices, dynamic-1 pixels and scalings); otherwise a clear
-error and nothing is written.  Never overwrites DIR.dcm.
+error and nothing is written.  Never overwrites DIR.dcm; the file gets
+its name only when it is complete (--fsync: and flushed to disk).
 
 \b
 Examples:
@@ -112,9 +116,11 @@ Examples:
 """
 
 
-def dcms2e_recipe(folder, par_path, output, strict, diffs) -> dict:
+def dcms2e_recipe(folder, par_path, output, strict, diffs, fsync=False) -> dict:
     folder = Path(folder).resolve()
     step = {"transform": "dcms2e", "strict": strict, "diffs": diffs}
+    if fsync:
+        step["fsync"] = True
     if par_path:
         step["par"] = str(Path(par_path).resolve())
     if output:
@@ -129,15 +135,16 @@ def dcms2e_recipe(folder, par_path, output, strict, diffs) -> dict:
 @click.option("-o", "output", type=click.Path(dir_okay=False), help="output file (default DIR.dcm)")
 @click.option("--strict", is_flag=True, help="pass dciodvfy: 1-based private dimension indices, no zero vector")
 @click.option("--diffs", is_flag=True, help="print what differs from a scanner export, and why")
+@click.option("--fsync", is_flag=True, help="flush the output to disk before naming it (slower; survives a power loss)")
 @click.option("-q", "quiet", is_flag=True, help="quiet: only errors")
 @click.option("-v", "verbose", is_flag=True, help="say what is written")
 @click.option("--dry-run", is_flag=True, help="check the command line and show what would be written")
 @click.option("--print-recipe", is_flag=True, help="print the equivalent TOML recipe and exit")
 @click.option("--debug", "-d", is_flag=True, help="show tracebacks")
-def dcms2e_command(folder, par_path, output, strict, diffs, quiet, verbose, dry_run, print_recipe, debug):
+def dcms2e_command(folder, par_path, output, strict, diffs, fsync, quiet, verbose, dry_run, print_recipe, debug):
     from dcmpipe.cli import run_tool
 
-    run_tool(dcms2e_recipe(folder, par_path, output, strict, diffs), print_recipe=print_recipe, dry_run=dry_run,
+    run_tool(dcms2e_recipe(folder, par_path, output, strict, diffs, fsync), print_recipe=print_recipe, dry_run=dry_run,
              jobs=1, quiet=quiet, verbose=verbose, debug=debug)
 
 

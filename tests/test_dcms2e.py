@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
 import sys
@@ -485,3 +486,26 @@ def test_builder_keywords_match_the_dictionary():
     for keyword, (tag, vr) in KEYWORDS.items():
         assert pydicom.datadict.tag_for_keyword(keyword) == tag, keyword
         assert pydicom.datadict.dictionary_VR(tag) == vr or keyword == "PixelData", keyword
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_fsync_flushes_the_file_and_changes_nothing_else(asl_run, tmp_path, monkeypatch, durable):
+    """Default: the file gets its name whole but unflushed; --fsync flushes it and its folder first.
+    The file is the same either way."""
+    from dcmpipe.plugins import _philips_build as build
+
+    par_path, rec_path = asl_run["root"] / "run.PAR", asl_run["root"] / "run.REC"
+    build.build(asl_run["run"], par_path, rec_path, tmp_path / "reference.dcm")
+    flushed = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    build.build(asl_run["run"], par_path, rec_path, tmp_path / "out.dcm", fsync=durable)
+    assert _elements(tmp_path / "out.dcm") == _elements(tmp_path / "reference.dcm")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.dcm", "reference.dcm"]  # no temporary left
+    if durable:
+        assert any("out.dcm" in Path(p).name and p.endswith("dcmpipe-part") for p in flushed), flushed
+        assert str(tmp_path) in flushed  # the folder: the name is on disk too
+    else:
+        assert flushed == []
+    recipe = run_cli("dcms2e", "--print-recipe", *(["--fsync"] if durable else []), asl_run["run"]).stdout
+    assert ("fsync = true" in recipe) == durable
