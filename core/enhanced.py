@@ -232,8 +232,21 @@ class LeanDataset:
     __slots__ = ("_buf", "_raw", "_elements", "file_meta", "preamble")
 
     def __init__(self, buf, raw: dict):
+        """A data set over ``buf`` with the elements of ``raw`` (the form of :attr:`layout`): a plugin
+        that knows two files are laid out alike binds one file's layout to the other's bytes."""
         self._buf, self._raw, self._elements = buf, raw, {}
         self.file_meta = None
+
+    @property
+    def buffer(self):
+        """The bytes (or memory map) the data set is read from."""
+        return self._buf
+
+    @property
+    def layout(self) -> dict:
+        """Where each element is: ``{tag: (VR, value offset in buffer, value length)}``; a sequence whose
+        items were walked is ``("SQ", [item data sets], -2)``.  For reading only."""
+        return self._raw
 
     def _element(self, tag: int):
         element = self._elements.get(tag)

@@ -31,19 +31,19 @@ class _Layout:
 
         self.size = len(data)
         self.ds, self.data = ds, data
-        self.skeleton = _Skeleton(ds._raw)
-        self.meta = dict(ds.file_meta._raw)
+        self.skeleton = _Skeleton(ds.layout)
+        self.meta = dict(ds.file_meta.layout)
         structural = np.ones(len(data), dtype=bool)
         structural[:128] = False  # the preamble: anything
-        end = _value_ranges(ds.file_meta._raw, structural)
-        end = max(end, _value_ranges(ds._raw, structural))
+        end = _value_ranges(ds.file_meta.layout, structural)
+        end = max(end, _value_ranges(ds.layout, structural))
         structural[end:] = False  # after the last element walked: not looked at by the walk either
         self.positions = np.flatnonzero(structural)
         self.structure = np.frombuffer(data, dtype=np.uint8)[self.positions]
         # Values the walk decides on: they must be equal too.
         self.fixed_values = [(entry[1], entry[1] + entry[2]) for raw, tag in
-                             ((ds.file_meta._raw, _GROUP_LENGTH), (ds.file_meta._raw, _TRANSFER_SYNTAX),
-                              (ds._raw, _CHARSET))
+                             ((ds.file_meta.layout, _GROUP_LENGTH), (ds.file_meta.layout, _TRANSFER_SYNTAX),
+                              (ds.layout, _CHARSET))
                              if (entry := raw.get(tag)) is not None and entry[2] >= 0]
 
     def bind(self, data: bytes):
@@ -71,7 +71,7 @@ def _value_ranges(raw: dict, structural) -> int:
     for vr, start, length in raw.values():
         if length == -2:  # an undefined-length sequence, walked: its items
             for item in start:
-                end = max(end, _value_ranges(item._raw, structural))
+                end = max(end, _value_ranges(item.layout, structural))
             continue
         structural[start:start + length] = False
         end = max(end, start + length)
@@ -85,7 +85,7 @@ class _Skeleton:
 
     def __init__(self, raw: dict):
         self.raw = raw
-        self.sequences = [(tag, entry[0], [_Skeleton(item._raw) for item in entry[1]])
+        self.sequences = [(tag, entry[0], [_Skeleton(item.layout) for item in entry[1]])
                           for tag, entry in raw.items() if entry[2] == -2]
 
     def bind(self, buf) -> dict:
@@ -137,7 +137,7 @@ def _read(path: Path):
 def _layout_of(ds):
     """The layout of a file the lean reader walked, over a copy of its bytes (not its mapping)."""
     try:
-        data = bytes(ds._buf)
+        data = bytes(ds.buffer)
         layout = _Layout(data, ds)
         layout.ds = layout.bind(data)
         return layout
