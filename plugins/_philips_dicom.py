@@ -528,8 +528,6 @@ def rec_chunks(path: Path, offset: int, size: int, order, chunk_bytes: int = 4 <
 
 def _map_frames(fd: int, offset: int, length: int):
     """``length`` bytes of the file from ``offset``, memory-mapped read-only (a memoryview), or None."""
-    import mmap
-
     start = offset // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
     try:
         mapping = mmap.mmap(fd, offset - start + length, access=mmap.ACCESS_READ, offset=start)
@@ -539,8 +537,6 @@ def _map_frames(fd: int, offset: int, length: int):
 
 
 def _mapped_chunks(view, size: int, order, per_chunk: int):
-    import mmap
-
     import numpy as np
 
     mapping = view.obj
