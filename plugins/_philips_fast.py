@@ -323,14 +323,16 @@ def _variable_steps(region, starts, steps):
 
 
 def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
-    """The value columns found by walking every frame item at once, in blocks of frame 1's layout.
+    """The value columns found by walking every frame item at once, in stretches of frame 1's layout.
 
     Frame items written by one program have the same elements in the same order; only some value
     lengths differ (a UID with another counter, a time with more digits).  Between two such
     variable elements every element is where it is in frame 1, relative to the first: one numpy
-    gather per block checks the header (tag, VR, length) of every element of every frame, and the
-    variable element's lengths then give the next block's positions.  None when any frame differs
-    otherwise (the caller searches instead).
+    gather per stretch checks, in every frame, the header (tag, VR, length) of the elements the row
+    order needs and of the stretch's last element (any other difference in layout moves them), and
+    the last one's lengths give the next stretch's positions.  The other values, and their headers,
+    are checked when first read (``_checked_values``).  None when any frame differs otherwise (the
+    caller searches instead).
     """
     import numpy as np
 
@@ -366,7 +368,7 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
     # gather gives an element's tag, VR and short length.
     heads = np.ndarray((len(region) - 7,), dtype="<u8", buffer=region, strides=(1,))
     first = int(starts[0])
-    # Frame 1's header of every step, and which of its bytes must be equal in every frame.
+    # Frame 1's header of every step (8 bytes), and the 4-byte length after a long VR's.
     expect = [int.from_bytes(region[first + step[0]:first + step[0] + 8], "little") for step in steps]
     long_length = [int.from_bytes(region[first + step[0] + 8:first + step[0] + 12], "little")
                    if step[3] == 8 else None for step in steps]
@@ -384,11 +386,11 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
                 bad[:, c] |= (heads[at[:, c] + 8] & _TAG) != long_length[j]
         return found, at, bad
 
-    pos = starts.astype(np.int64)  # where the current segment's first step is, in every frame
+    pos = starts.astype(np.int64)  # where the current stretch's first step is, in every frame
     k = 0
     try:  # positions only grow; one past the region raises IndexError
         while k < len(steps):
-            end = k  # the segment: steps k..end, ending at a variable step (its length is read per frame)
+            end = k  # the stretch: steps k..end, ending at a variable step (its length is read per frame)
             while end < len(steps) - 1 and end not in variable:
                 end += 1
             # Only the steps the row order needs and the last are checked now (any other difference in
@@ -408,7 +410,7 @@ def _walk_columns(region, words, octets, starts, plan, private_seq, shared):
                 if every[c] in variable or ((found_all[:, c] & mask) != int.from_bytes(step[1], "little")).any():
                     return None
                 variable.add(every[c])
-                continue  # this segment again, ending there
+                continue  # this stretch again, ending there
             for j in range(k, end):
                 if j in wanted and j not in numbers:  # a fixed place: checked when first used
                     at_j = pos + (steps[j][0] - steps[k][0])
