@@ -135,7 +135,8 @@ def dcms2e_recipe(folder, par_path, output, strict, diffs, fsync=False) -> dict:
 @click.option("-o", "output", type=click.Path(dir_okay=False), help="output file (default DIR.dcm)")
 @click.option("--strict", is_flag=True, help="pass dciodvfy: 1-based private dimension indices, no zero vector")
 @click.option("--diffs", is_flag=True, help="print what differs from a scanner export, and why")
-@click.option("--fsync", is_flag=True, help="flush the output to disk before naming it (slower; survives a power loss)")
+@click.option("--fsync", is_flag=True,
+              help="flush the output to disk before it gets its name (slower; survives a power loss)")
 @click.option("-q", "quiet", is_flag=True, help="quiet: only errors")
 @click.option("-v", "verbose", is_flag=True, help="say what is written")
 @click.option("--dry-run", is_flag=True, help="check the command line and show what would be written")
