@@ -424,7 +424,7 @@ def _write_temp(target: Path, chunks, size: int | None = None, fsync: bool = Fal
             written = flushed = 0
             for chunk in chunks:
                 if isinstance(chunk, list):  # buffers written in one system call per 1,024 (no copy here)
-                    written += _write_gathered(out.fileno(), chunk)
+                    written += write_gathered(out.fileno(), chunk)
                 else:
                     view = memoryview(chunk).cast("B")
                     written += view.nbytes
@@ -455,19 +455,20 @@ def preallocate(fd: int, size: int | None) -> None:
             pass
 
 
-def _write_gathered(fd: int, buffers: list) -> int:
-    """Write ``buffers`` (memoryviews) in order with ``writev``; the number of bytes written."""
+def write_gathered(fd: int, buffers: list, offset: int | None = None) -> int:
+    """Write ``buffers`` (memoryviews) one after the other, as few system calls as the system allows
+    (``writev`` at the file's position, or ``pwritev`` at ``offset``); the number of bytes written."""
     total = 0
     limit = getattr(os, "IOV_MAX", None) or 1024
     for first in range(0, len(buffers), limit):
         group = buffers[first:first + limit]
         want = sum(b.nbytes for b in group)
-        done = os.writev(fd, group)
-        while done < want:  # a partial write: go on from where it stopped
+        done = os.writev(fd, group) if offset is None else os.pwritev(fd, group, offset + total)
+        if done < want:  # a partial write: the rest from where it stopped
             rest = memoryview(b"".join(group))[done:]
             while rest:
-                rest = rest[os.write(fd, rest):]
-            done = want
+                step = os.write(fd, rest) if offset is None else os.pwrite(fd, rest, offset + total + done)
+                rest, done = rest[step:], done + step
         total += want
     return total
 

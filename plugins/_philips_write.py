@@ -20,7 +20,7 @@ import os
 import struct
 from pathlib import Path
 
-from ._philips_dicom import PhilipsError, preallocate
+from ._philips_dicom import PhilipsError, preallocate, write_gathered
 
 ITEM_START = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
 ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
@@ -421,17 +421,9 @@ def rec_extremes(rec_path: Path, size: int, count: int, bits: int, chunk_bytes: 
 
 def _write_views(output: "Output", views: list, offset: int) -> None:
     """Write ``views`` (buffers, in order) at ``offset`` with as few ``pwritev`` calls as the system allows."""
-    limit = getattr(os, "IOV_MAX", None) or 1024
-    for first in range(0, len(views), limit):
-        group = views[first:first + limit]
-        want = sum(v.nbytes for v in group)
-        done = os.pwritev(output.fd, group, offset)
-        if done < want:  # a short write: the rest one buffer at a time
-            rest = memoryview(b"".join(group))[done:]
-            output.write(rest, offset + done)
-        if output._advise and want:
-            os.posix_fadvise(output.fd, offset, want, os.POSIX_FADV_DONTNEED)
-        offset += want
+    written = write_gathered(output.fd, views, offset)
+    if output._advise and written:
+        os.posix_fadvise(output.fd, offset, written, os.POSIX_FADV_DONTNEED)
 
 
 def copy_frames(rec_path: Path, size: int, order, output: Output, offset: int,

@@ -374,3 +374,27 @@ def test_a_value_read_after_the_rec_started_is_checked_in_every_frame(tmp_path, 
     monkeypatch.setattr(fast, "_walk_columns", lambda *args: None)
     assert by_walk == plain(fast.read_fast(broken)[1])  # the same values as the tag search finds
     assert by_walk["p_thickness"][7] is None and None not in by_walk["p_thickness"][:7]
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_gathered_write_finishes_a_short_write(tmp_path, monkeypatch, positional):
+    """writev/pwritev may write less than asked (a full disk, a signal): the rest still goes out, in place."""
+    import os
+
+    from dcmpipe.plugins import _philips_dicom as dicom
+
+    real_writev, real_pwritev = os.writev, os.pwritev
+    # Each call writes all but the last byte of its first buffer.
+    monkeypatch.setattr(os, "writev", lambda fd, bufs: real_writev(fd, [bufs[0][:-1]]))
+    monkeypatch.setattr(os, "pwritev", lambda fd, bufs, at: real_pwritev(fd, [bufs[0][:-1]], at))
+    parts = [memoryview(b"abc"), memoryview(b"defg"), memoryview(b"hi")]
+    path = tmp_path / "out"
+    path.write_bytes(b"0123456789012")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        if not positional:
+            os.lseek(fd, 2, os.SEEK_SET)
+        assert dicom.write_gathered(fd, parts, 2 if positional else None) == 9
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"01abcdefghi12"
